@@ -1,0 +1,52 @@
+"""The aggregation-layer contract.
+
+A layer has a client half and a server half:
+
+- client half, pure, runs inside the institution: `encode(update, num_examples, config)`;
+- server half, streaming: `zero(spec)` makes one accumulator, `accumulate(acc, encoded)` folds
+  each reply in as it arrives (memory O(model), not O(clients x model)), `merge` joins two
+  accumulators, `finalize(state, acc) -> (state', aggregate, metrics)`.
+
+`encoded_spec(spec)` tells the server what a valid client contribution looks like, so the
+strategy can validate names, shapes, dtypes and finiteness before accumulating.
+Wrappers take an `inner` layer of the same interface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from fedsilo.core.params import Params, ParamSpec
+
+
+@dataclass
+class Accumulator:
+    """Running server-side sum: named arrays plus how many contributions were folded in."""
+
+    sums: Params
+    count: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Layer(Protocol):
+    """One layer of an aggregator stack."""
+
+    name: str
+
+    def init(self) -> Any: ...
+
+    def client_config(self, state: Any, round: int) -> Mapping[str, Any]: ...
+
+    def encoded_spec(self, spec: ParamSpec) -> ParamSpec: ...
+
+    def encode(self, update: Params, num_examples: int, config: Mapping[str, Any]) -> Params: ...
+
+    def zero(self, spec: ParamSpec) -> Accumulator: ...
+
+    def accumulate(self, acc: Accumulator, encoded: Params) -> None: ...
+
+    def merge(self, a: Accumulator, b: Accumulator) -> Accumulator: ...
+
+    def finalize(self, state: Any, acc: Accumulator) -> tuple[Any, Params, dict[str, float]]: ...

@@ -1,0 +1,68 @@
+"""WeightedMean: weights applied by each client before the inner sum, divided out at the end.
+
+Weighting on the client side (update * w, plus w itself as one more summed entry) is what lets a
+secure sum sit underneath: the server only ever needs Σ w_i u_i and Σ w_i.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from fedsilo.aggregation.base import Accumulator, Layer
+from fedsilo.core.params import ArraySpec, Params, ParamSpec
+from fedsilo.errors import AggregationError, MalformedUpdate
+
+WEIGHT_KEY = "__weight__"
+
+
+class WeightedMean:
+    """Mean of updates weighted by example count (`weighted=True`) or uniform (`False`).
+
+    Args:
+        inner: the layer that sums the weighted contributions (PlainSum, or a secure sum).
+        weighted: weight by `num_examples` (FedAvg) or give every client weight 1.
+    """
+
+    name = "mean"
+
+    def __init__(self, inner: Layer, weighted: bool = True) -> None:
+        self.inner = inner
+        self.weighted = weighted
+
+    def init(self) -> Any:
+        return self.inner.init()
+
+    def client_config(self, state: Any, round: int) -> Mapping[str, Any]:
+        return self.inner.client_config(state, round)
+
+    def encoded_spec(self, spec: ParamSpec) -> ParamSpec:
+        return self.inner.encoded_spec({**spec, WEIGHT_KEY: ArraySpec((1,), np.dtype(np.float64))})
+
+    def encode(self, update: Params, num_examples: int, config: Mapping[str, Any]) -> Params:
+        if num_examples <= 0:
+            raise MalformedUpdate(f"mean: num_examples must be > 0, got {num_examples}")
+        w = float(num_examples) if self.weighted else 1.0
+        weighted = {n: (u * w).astype(u.dtype, copy=False) for n, u in update.items()}
+        weighted[WEIGHT_KEY] = np.array([w], dtype=np.float64)
+        return self.inner.encode(weighted, num_examples, config)
+
+    def zero(self, spec: ParamSpec) -> Accumulator:
+        return self.inner.zero(self.encoded_spec(spec))
+
+    def accumulate(self, acc: Accumulator, encoded: Params) -> None:
+        self.inner.accumulate(acc, encoded)
+
+    def merge(self, a: Accumulator, b: Accumulator) -> Accumulator:
+        return self.inner.merge(a, b)
+
+    def finalize(self, state: Any, acc: Accumulator) -> tuple[Any, Params, dict[str, float]]:
+        state, sums, metrics = self.inner.finalize(state, acc)
+        total = float(sums[WEIGHT_KEY][0])
+        if not total > 0:
+            raise AggregationError(f"mean: total weight is {total}; nothing to average")
+        mean = {n: (s / total).astype(s.dtype, copy=False)
+                for n, s in sums.items() if n != WEIGHT_KEY}
+        return state, mean, {**metrics, "total_weight": total}

@@ -1,0 +1,1 @@
+"""Strategies assembled from parts: sampler, client work, aggregator, server optimizer."""

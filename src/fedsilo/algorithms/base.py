@@ -1,0 +1,160 @@
+"""Strategy = sampler + client work + aggregator + server optimizer + commit rule.
+
+The round loop (engine/) calls, for each round: `configure` (tasks for the cohort and an open
+round holding the streaming accumulator), `accept` for every reply as it arrives, `ready`, then
+`commit` (finalize the aggregate, apply the server optimizer, bump the model version).
+No I/O here: the same object runs in simulation and over the network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from fedsilo.aggregation.base import Accumulator, Layer
+from fedsilo.algorithms.sampling import UniformSampler
+from fedsilo.core.messages import Reply, Task, TaskKind
+from fedsilo.core.params import Params, ParamSpec, check_like, global_norm, spec_of
+from fedsilo.core.rng import derive_seed
+from fedsilo.errors import (
+    AggregationError,
+    MalformedUpdate,
+    ProtocolError,
+    UnknownClient,
+    WrongRound,
+)
+from fedsilo.evaluation.metrics import weighted_mean
+from fedsilo.optim.base import OptState, ServerOptimizer, apply_step
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """Everything the server must keep between rounds (and checkpoint)."""
+
+    params: Params
+    version: int
+    optimizer_state: OptState
+    aggregator_state: Any = None
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why a reply was not folded into the aggregate."""
+
+    client_id: str
+    code: str
+    reason: str
+
+
+@dataclass
+class OpenRound:
+    """The round being collected. The accumulator is updated in place as replies arrive."""
+
+    round: int
+    version: int
+    cohort: frozenset[str]
+    spec: ParamSpec
+    accumulator: Accumulator
+    received: list[str] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    client_metrics: dict[str, Mapping[str, float]] = field(default_factory=dict)
+    num_examples: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def answered(self) -> set[str]:
+        return set(self.received) | {r.client_id for r in self.rejected}
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A federated algorithm, assembled from parts (see the builders in this package)."""
+
+    name: str
+    sampler: UniformSampler
+    work: str
+    client_config: Mapping[str, Any]
+    aggregator: Layer
+    optimizer: ServerOptimizer
+    min_replies: int = 1
+
+    def init(self, params: Params) -> ServerState:
+        return ServerState(dict(params), 0, self.optimizer.init(params), self.aggregator.init())
+
+    def configure(self, state: ServerState, available: Sequence[str], round: int,
+                  run_id: str, seed: int) -> tuple[list[Task], OpenRound]:
+        """Fit tasks for this round's cohort, and the open round that will collect them."""
+        cohort = self.sampler.sample(available, round, seed)
+        layer_cfg = self.aggregator.client_config(state.aggregator_state, round)
+        cfg = {**self.client_config, "work": self.work, "seed": derive_seed(seed, "client")}
+        tasks = [Task(run_id, round, state.version, TaskKind.FIT, cid, state.params, cfg,
+                      layer_cfg) for cid in cohort]
+        spec = self.aggregator.encoded_spec(spec_of(state.params))
+        return tasks, OpenRound(round, state.version, frozenset(cohort), spec,
+                                self.aggregator.zero(spec_of(state.params)))
+
+    def accept(self, open_round: OpenRound, reply: Reply) -> Rejection | None:
+        """Validate a reply and fold it into the accumulator, or say why not."""
+        try:
+            self._validate(open_round, reply)
+        except ProtocolError as e:
+            rejection = Rejection(reply.client_id, e.code, str(e))
+            first_answer = reply.client_id not in open_round.answered
+            if reply.client_id in open_round.cohort and first_answer:
+                open_round.rejected.append(rejection)
+            return rejection
+        if reply.error is not None:
+            rejection = Rejection(reply.client_id, reply.error.code, reply.error.reason)
+            open_round.rejected.append(rejection)
+            return rejection
+        assert reply.update is not None
+        self.aggregator.accumulate(open_round.accumulator, reply.update)
+        open_round.received.append(reply.client_id)
+        open_round.client_metrics[reply.client_id] = dict(reply.metrics)
+        open_round.num_examples[reply.client_id] = reply.num_examples
+        return None
+
+    def ready(self, open_round: OpenRound) -> bool:
+        return open_round.answered >= open_round.cohort
+
+    def commit(self, state: ServerState, open_round: OpenRound) -> tuple[ServerState, dict]:
+        """Finalize the aggregate and apply the server optimizer: the new global model.
+
+        Raises:
+            AggregationError: fewer accepted replies than `min_replies`; nothing is applied.
+        """
+        if len(open_round.received) < self.min_replies:
+            raise AggregationError(
+                f"round {open_round.round}: {len(open_round.received)} accepted replies, "
+                f"need {self.min_replies}; rejected: {[r.client_id for r in open_round.rejected]}")
+        agg_state, pseudo_grad, agg_metrics = self.aggregator.finalize(
+            state.aggregator_state, open_round.accumulator)
+        step, opt_state = self.optimizer.update(pseudo_grad, state.optimizer_state, state.params)
+        new = replace(state, params=apply_step(state.params, step), version=state.version + 1,
+                      optimizer_state=opt_state, aggregator_state=agg_state)
+        ids = open_round.received
+        fit = weighted_mean([open_round.client_metrics[c] for c in ids],
+                            [open_round.num_examples[c] for c in ids])
+        metrics = {"client_work": fit, "aggregator": agg_metrics,
+                   "server_opt": {"update_norm": global_norm(step)}}
+        return new, metrics
+
+    def evaluate_tasks(self, state: ServerState, clients: Sequence[str], round: int,
+                       run_id: str) -> list[Task]:
+        """Federated evaluation: every institution scores the global model on its test split."""
+        return [Task(run_id, round, state.version, TaskKind.EVALUATE, cid, state.params)
+                for cid in sorted(clients)]
+
+    def _validate(self, open_round: OpenRound, reply: Reply) -> None:
+        if reply.client_id not in open_round.cohort:
+            raise UnknownClient(f"reply from '{reply.client_id}', which was not asked in round "
+                                f"{open_round.round}")
+        if reply.round != open_round.round:
+            raise WrongRound(f"reply from '{reply.client_id}' is for round {reply.round}, "
+                             f"round {open_round.round} is open")
+        if reply.client_id in open_round.answered:
+            raise MalformedUpdate(f"'{reply.client_id}' already answered round {open_round.round}")
+        if reply.error is None:
+            if reply.update is None:
+                raise MalformedUpdate(f"reply from '{reply.client_id}' carries no update")
+            check_like(reply.update, open_round.spec, f"update from '{reply.client_id}'")

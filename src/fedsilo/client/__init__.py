@@ -1,0 +1,1 @@
+"""The institution side: local data, trainers, and the Client that answers tasks."""

@@ -1,0 +1,46 @@
+"""Client: one institution answering tasks. `handle(Task) -> Reply`, never raising.
+
+Order inside a fit task: client work (local training) then the aggregation stack's client half.
+Any failure becomes `Reply.error` (a code and a reason): the server keeps serving the others.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fedsilo.aggregation.base import Layer
+from fedsilo.algorithms.client_work import get_client_work
+from fedsilo.client.trainer import Trainer
+from fedsilo.core.messages import ErrorInfo, Reply, Task, TaskKind
+from fedsilo.core.rng import generator
+from fedsilo.errors import FedsiloError
+
+log = logging.getLogger(__name__)
+
+
+class Client:
+    """An institution: its id, its trainer (which holds its data), its layers' client half."""
+
+    def __init__(self, client_id: str, trainer: Trainer, encoder: Layer) -> None:
+        self.client_id = client_id
+        self.trainer = trainer
+        self.encoder = encoder
+
+    def handle(self, task: Task) -> Reply:
+        base = {"task_id": task.task_id, "client_id": self.client_id, "round": task.round,
+                "model_version": task.model_version}
+        try:
+            if task.kind is TaskKind.EVALUATE:
+                n, metrics = self.trainer.evaluate(task.params)
+                return Reply(num_examples=n, metrics=metrics, **base)
+            work = get_client_work(str(task.config.get("work", "local_training")))
+            rng = generator(int(task.config.get("seed", 0)), task.round, self.client_id, "fit")
+            update, n, metrics = work(self.trainer, task.params, dict(task.config), rng)
+            encoded = self.encoder.encode(update, n, task.layer_config)
+            return Reply(num_examples=n, update=encoded, metrics=metrics, **base)
+        except FedsiloError as e:
+            return Reply(num_examples=0, error=ErrorInfo(e.code, str(e)), **base)
+        except Exception as e:  # a crash in user training code must not stop the server
+            log.exception("client %s: task %s failed", self.client_id, task.task_id)
+            return Reply(num_examples=0, error=ErrorInfo("client_training_error",
+                                                         f"{type(e).__name__}: {e}"), **base)

@@ -1,0 +1,94 @@
+"""A Trainer for scikit-learn linear models (SGDClassifier / SGDRegressor).
+
+Parameters are `coef` and `intercept` (the estimator's `coef_` and `intercept_`). Local training
+is `partial_fit` passes over data we shuffle ourselves, with a constant learning rate.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from sklearn.linear_model import SGDClassifier, SGDRegressor
+
+from fedsilo.client.local_data import LocalData
+from fedsilo.client.trainer import TrainConfig, batches
+from fedsilo.core.params import Params
+from fedsilo.errors import ConfigError
+from fedsilo.evaluation.metrics import compute
+
+
+class SklearnTrainer:
+    """Logistic (log-loss SGDClassifier) or linear (squared-loss SGDRegressor) regression."""
+
+    def __init__(self, data: LocalData, alpha: float = 1e-4) -> None:
+        self.data = data
+        self.alpha = alpha
+        d, c = data.num_features, data.num_classes
+        rows = 1 if data.task == "binary" else c
+        if data.task == "regression":
+            self._shapes = {"coef": (d,), "intercept": (1,)}
+        else:
+            self._shapes = {"coef": (rows, d), "intercept": (rows,)}
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.data.y_train)
+
+    def initial_params(self) -> Params:
+        return {n: np.zeros(s, dtype=np.float64) for n, s in self._shapes.items()}
+
+    def fit(self, params: Params, cfg: TrainConfig,
+            rng: np.random.Generator) -> tuple[Params, int, dict[str, float]]:
+        if cfg.optimizer != "sgd":
+            raise ConfigError("client: the scikit-learn trainer supports optimizer 'sgd' only")
+        est = self._estimator(cfg.lr, params)
+        x, y = self.data.x_train, self._labels(self.data.y_train)
+        for idx in batches(self.num_examples, cfg, rng):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                est.partial_fit(x[idx], y[idx])
+        new = {"coef": np.asarray(est.coef_, dtype=np.float64).reshape(self._shapes["coef"]),
+               "intercept": np.asarray(est.intercept_, np.float64).reshape(
+                   self._shapes["intercept"])}
+        return new, self.num_examples, {}
+
+    def gradient(self, params: Params) -> tuple[Params, int, dict[str, float]]:
+        raise ConfigError("FedSGD needs gradients; the scikit-learn trainer has none "
+                          "(use a PyTorch model)")
+
+    def evaluate(self, params: Params) -> tuple[int, dict[str, float]]:
+        d = self.data
+        pred = self.predict(params, d.x_test)
+        if d.task == "regression":
+            y, pred = d.y_test * d.target_std + d.target_mean, pred * d.target_std + d.target_mean
+        else:
+            y = d.y_test
+        return len(d.y_test), compute(d.task, y, pred)
+
+    def predict(self, params: Params, x: np.ndarray) -> np.ndarray:
+        z = x.astype(np.float64) @ np.atleast_2d(params["coef"]).T + params["intercept"]
+        if self.data.task == "regression":
+            return z.reshape(-1)
+        if self.data.task == "binary":
+            return 1.0 / (1.0 + np.exp(-z.reshape(-1)))
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    def _labels(self, y: np.ndarray) -> np.ndarray:
+        return y if self.data.task == "regression" else y.astype(np.int64)
+
+    def _estimator(self, lr: float, params: Params) -> SGDClassifier | SGDRegressor:
+        common = {"learning_rate": "constant", "eta0": lr, "alpha": self.alpha, "shuffle": False}
+        if self.data.task == "regression":
+            est: SGDClassifier | SGDRegressor = SGDRegressor(**common)
+            est.partial_fit(self.data.x_train[:1], self.data.y_train[:1])
+        else:
+            est = SGDClassifier(loss="log_loss", **common)
+            classes = np.arange(max(self.data.num_classes, 2))
+            est.partial_fit(self.data.x_train[:1], self._labels(self.data.y_train[:1]),
+                            classes=classes)
+        est.coef_ = np.array(params["coef"], dtype=np.float64).reshape(est.coef_.shape)
+        est.intercept_ = np.array(params["intercept"], dtype=np.float64).reshape(
+            est.intercept_.shape)
+        return est

@@ -1,0 +1,115 @@
+"""A Trainer for any PyTorch `nn.Module` with a loss chosen by the task.
+
+In simulation many institutions share one module object (they run one at a time): parameters
+are copied in at the start of a task and out at its end, and never otherwise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedsilo.client.local_data import LocalData
+from fedsilo.client.trainer import TrainConfig, batches
+from fedsilo.core.params import Params
+from fedsilo.evaluation.metrics import compute
+
+
+def _loss_fn(task: str) -> nn.Module:
+    if task == "binary":
+        return nn.BCEWithLogitsLoss()
+    if task == "multiclass":
+        return nn.CrossEntropyLoss()
+    return nn.MSELoss()
+
+
+class TorchTrainer:
+    """Trains `model` on `data` with SGD or Adam; parameters named as in `state_dict()`."""
+
+    def __init__(self, model: nn.Module, data: LocalData) -> None:
+        self.model = model
+        self.data = data
+        self.loss = _loss_fn(data.task)
+        self._tensors = dict(model.state_dict(keep_vars=True))
+        self._x = torch.from_numpy(np.ascontiguousarray(data.x_train, dtype=np.float32))
+        y_dtype = np.int64 if data.task == "multiclass" else np.float32
+        self._y = torch.from_numpy(np.ascontiguousarray(data.y_train, dtype=y_dtype))
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.data.y_train)
+
+    def initial_params(self) -> Params:
+        return self._dump()
+
+    def fit(self, params: Params, cfg: TrainConfig,
+            rng: np.random.Generator) -> tuple[Params, int, dict[str, float]]:
+        """Local training from `params`; returns new parameters, examples seen, mean loss."""
+        self._load(params)
+        opt = self._optimizer(cfg)
+        total, count = 0.0, 0
+        self.model.train()
+        for idx in batches(self.num_examples, cfg, rng):
+            index = torch.from_numpy(idx)
+            opt.zero_grad(set_to_none=True)
+            loss = self._objective(self._x[index], self._y[index])
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+        return self._dump(), self.num_examples, {"train_loss": total / max(count, 1)}
+
+    def gradient(self, params: Params) -> tuple[Params, int, dict[str, float]]:
+        """Full-batch gradient of the mean loss at `params` (for FedSGD)."""
+        self._load(params)
+        self.model.zero_grad(set_to_none=True)
+        loss = self._objective(self._x, self._y)
+        loss.backward()
+        grads = {}
+        for name, t in self._tensors.items():
+            g = t.grad if isinstance(t, nn.Parameter) and t.grad is not None else None
+            grads[name] = (g.detach().numpy().copy() if g is not None
+                           else np.zeros(tuple(t.shape), dtype=np.float32))
+        return grads, self.num_examples, {"train_loss": float(loss.detach())}
+
+    def evaluate(self, params: Params) -> tuple[int, dict[str, float]]:
+        """Metrics on this institution's held-out split, in the target's original units."""
+        d = self.data
+        pred = self.predict(params, d.x_test)
+        if d.task == "regression":
+            y, pred = d.y_test * d.target_std + d.target_mean, pred * d.target_std + d.target_mean
+        else:
+            y = d.y_test
+        return len(d.y_test), compute(d.task, y, pred)
+
+    def predict(self, params: Params, x: np.ndarray) -> np.ndarray:
+        """Probabilities (binary: P(y=1); multiclass: one row per class) or values."""
+        self._load(params)
+        self.model.eval()
+        with torch.no_grad():
+            out = self.model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+        if self.data.task == "binary":
+            return torch.sigmoid(out.reshape(-1)).numpy()
+        if self.data.task == "multiclass":
+            return torch.softmax(out, dim=1).numpy()
+        return out.reshape(-1).numpy()
+
+    def _objective(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        return self.loss(out if self.data.task == "multiclass" else out.reshape(-1), y)
+
+    def _optimizer(self, cfg: TrainConfig) -> torch.optim.Optimizer:
+        ps = self.model.parameters()
+        if cfg.optimizer == "adam":
+            return torch.optim.Adam(ps, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(ps, lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay)
+
+    def _load(self, params: Params) -> None:
+        with torch.no_grad():
+            for name, t in self._tensors.items():
+                t.copy_(torch.from_numpy(params[name]))
+
+    def _dump(self) -> Params:
+        return {name: t.detach().numpy().copy() for name, t in self._tensors.items()}

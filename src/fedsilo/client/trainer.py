@@ -1,0 +1,74 @@
+"""The Trainer contract and the training settings a task carries."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Protocol
+
+import numpy as np
+
+from fedsilo.core.params import Params
+from fedsilo.errors import ConfigError
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Local training settings. Exactly one of `epochs` and `steps` is set."""
+
+    epochs: int | None = 1
+    steps: int | None = None
+    batch_size: int = 32
+    lr: float = 0.01
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if (self.epochs is None) == (self.steps is None):
+            raise ConfigError(f"client: set exactly one of epochs and steps "
+                              f"(got epochs={self.epochs}, steps={self.steps})")
+        if (self.epochs or self.steps or 0) < 1:
+            raise ConfigError("client: epochs/steps must be >= 1")
+        if self.batch_size < 1:
+            raise ConfigError(f"client: batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ConfigError(f"client: lr must be > 0, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"client: optimizer must be one of {OPTIMIZERS}, "
+                              f"got '{self.optimizer}'")
+
+    @classmethod
+    def from_mapping(cls, cfg: Mapping[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in cfg.items() if k in known})
+
+
+class Trainer(Protocol):
+    """Trains and evaluates one model on one institution's data."""
+
+    def initial_params(self) -> Params: ...
+
+    def fit(self, params: Params, cfg: TrainConfig,
+            rng: np.random.Generator) -> tuple[Params, int, dict[str, float]]: ...
+
+    def gradient(self, params: Params) -> tuple[Params, int, dict[str, float]]: ...
+
+    def evaluate(self, params: Params) -> tuple[int, dict[str, float]]: ...
+
+    def predict(self, params: Params, x: np.ndarray) -> np.ndarray: ...
+
+
+def batches(n: int, cfg: TrainConfig, rng: np.random.Generator) -> list[np.ndarray]:
+    """Index batches for one fit: `epochs` shuffled passes, or `steps` batches cycling passes."""
+    size = min(cfg.batch_size, n)
+    out: list[np.ndarray] = []
+    per_pass = -(-n // size)
+    wanted = cfg.steps
+    passes = cfg.epochs if cfg.epochs is not None else -(-(cfg.steps or 0) // per_pass)
+    for _ in range(passes):
+        perm = rng.permutation(n)
+        out.extend(perm[i:i + size] for i in range(0, n, size))
+    return out[:wanted] if wanted is not None else out

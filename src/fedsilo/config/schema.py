@@ -1,0 +1,182 @@
+"""The run-config schema. Unknown keys, wrong types and bad values fail with a message naming
+the section, the key, the value found and what was expected."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fedsilo.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunSection(_Section):
+    name: str = "run"
+    seed: int = 0
+    rounds: int = Field(10, ge=1)
+    evaluate_every: int = Field(1, ge=1)
+    output_dir: str = "results"
+    compare: bool = True
+    torch_threads: int = Field(1, ge=1)
+
+
+class InstitutionSource(_Section):
+    name: str
+    path: str
+
+
+class PartitionSection(_Section):
+    path: str
+    method: Literal["iid", "dirichlet", "quantity", "column"] = "iid"
+    institutions: int | None = Field(None, ge=1)
+    alpha: float = Field(0.5, gt=0)
+    column: str | None = None
+    merge: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _needs(self) -> PartitionSection:
+        if self.method == "column" and not self.column:
+            raise ValueError("method 'column' needs 'column' (the column to split by)")
+        if self.method != "column" and not self.institutions:
+            raise ValueError(f"method '{self.method}' needs 'institutions' (how many)")
+        return self
+
+
+class DataSection(_Section):
+    task: Literal["regression", "binary", "multiclass"]
+    target: str
+    numeric: list[str] | None = None
+    categorical: list[str] = []
+    exclude: list[str] = []
+    columns: list[str] | None = None
+    na_values: list[str] = ["?", ""]
+    positive_above: float | None = None
+    scale_target: bool = True
+    test_fraction: float = Field(0.25, gt=0, lt=1)
+    institutions: list[InstitutionSource] = []
+    partition: PartitionSection | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSection:
+        if bool(self.institutions) == (self.partition is not None):
+            raise ValueError("give either [[data.institutions]] (one CSV per institution) or "
+                             "[data.partition] (one CSV split into institutions), not both/none")
+        names = [i.name for i in self.institutions]
+        if len(set(names)) != len(names):
+            raise ValueError(f"institution names must be unique, got {names}")
+        return self
+
+
+class ModelSection(_Section):
+    kind: Literal["linear_regression", "logistic_regression", "mlp"]
+    framework: Literal["torch", "sklearn"] = "torch"
+    hidden: list[int] = [32]
+
+    @model_validator(mode="after")
+    def _sklearn_linear(self) -> ModelSection:
+        if self.framework == "sklearn" and self.kind == "mlp":
+            raise ValueError("framework 'sklearn' supports linear_regression and "
+                             "logistic_regression only")
+        return self
+
+
+class ClientSection(_Section):
+    epochs: int | None = Field(None, ge=1)
+    steps: int | None = Field(None, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(0.01, gt=0)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _epochs_or_steps(self) -> ClientSection:
+        if self.epochs is not None and self.steps is not None:
+            raise ValueError("set epochs or steps, not both")
+        return self
+
+    def train_config(self) -> dict[str, Any]:
+        cfg = self.model_dump()
+        if cfg["epochs"] is None and cfg["steps"] is None:
+            cfg["epochs"] = 1
+        return cfg
+
+
+class StrategySection(_Section):
+    name: Literal["fedavg", "fedsgd", "fedadam", "fedavgm"] = "fedavg"
+    fraction: float = Field(1.0, gt=0, le=1)
+    min_clients: int = Field(1, ge=1)
+    weighted: bool = True
+    server_lr: float | None = Field(None, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    eps: float = Field(1e-8, gt=0)
+
+
+class RunConfig(_Section):
+    """A whole simulation: run, data, model, client, strategy sections."""
+
+    run: RunSection = RunSection()
+    data: DataSection
+    model: ModelSection
+    client: ClientSection = ClientSection()
+    strategy: StrategySection = StrategySection()
+    base_dir: Path = Path(".")
+
+    def resolve(self, path: str) -> Path:
+        """A data path from the config, relative to the config file's folder."""
+        p = Path(path)
+        return p if p.is_absolute() else self.base_dir / p
+
+
+def _format(err: ValidationError, source: str) -> str:
+    lines = [f"invalid run config {source}:"]
+    for e in err.errors():
+        where = ".".join(str(x) for x in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  - unknown key '{where}'")
+        elif e["type"] == "missing":
+            lines.append(f"  - missing required key '{where}'")
+        else:
+            lines.append(f"  - {where}: {e['msg']} (found {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_config(raw: dict[str, Any], base_dir: Path, source: str = "") -> RunConfig:
+    """Validate a config mapping. Raises ConfigError listing every problem."""
+    if "base_dir" in raw:
+        raise ConfigError(f"invalid run config {source}: unknown key 'base_dir'")
+    try:
+        return RunConfig(**raw, base_dir=base_dir)
+    except ValidationError as e:
+        raise ConfigError(_format(e, source)) from None
+    except TypeError as e:
+        raise ConfigError(f"invalid run config {source}: {e}") from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a TOML run config; data paths resolve relative to its folder.
+
+    Raises:
+        ConfigError: missing file, invalid TOML, unknown key, wrong type or value.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"run config not found: {p}")
+    try:
+        raw = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"run config {p} is not valid TOML: {e}") from None
+    return parse_config(raw, p.resolve().parent, str(p))

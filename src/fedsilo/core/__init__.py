@@ -1,0 +1,1 @@
+"""Core contracts: parameters, messages, seeded randomness."""

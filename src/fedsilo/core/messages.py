@@ -1,0 +1,68 @@
+"""Messages between the server and institutions: frozen Task, Reply and ErrorInfo."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from fedsilo.core.params import Params
+
+
+class TaskKind(str, Enum):
+    FIT = "fit"
+    EVALUATE = "evaluate"
+
+
+@dataclass(frozen=True)
+class Task:
+    """Work the server asks of one institution.
+
+    `config` carries the client-work settings (work name, epochs, lr, ...); `layer_config`
+    carries what each aggregation layer's client half needs this round.
+    """
+
+    run_id: str
+    round: int
+    model_version: int
+    kind: TaskKind
+    client_id: str
+    params: Params
+    config: Mapping[str, Any] = field(default_factory=dict)
+    layer_config: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def task_id(self) -> str:
+        return f"{self.run_id}/{self.round}/{self.kind.value}/{self.client_id}"
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """An error sent as data: a stable code and a human-readable reason."""
+
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An institution's answer to a Task.
+
+    `update` is the encoded update (after the client halves of the aggregation layers) for a
+    fit task, None for an evaluation or an error.
+    """
+
+    task_id: str
+    client_id: str
+    round: int
+    model_version: int
+    num_examples: int
+    update: Params | None = None
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    error: ErrorInfo | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None

@@ -1,0 +1,99 @@
+"""Model parameters as an ordered mapping of names to numpy arrays, and tree operations.
+
+Names are the contract between the server and the institutions: an update must carry exactly
+the names, shapes and dtypes of the spec it answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedsilo.errors import MalformedUpdate
+
+Params = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """Shape and dtype of one named array."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+ParamSpec = dict[str, ArraySpec]
+
+
+def spec_of(params: Mapping[str, np.ndarray]) -> ParamSpec:
+    """The spec (names, shapes, dtypes) of `params`, in order."""
+    return {name: ArraySpec(tuple(a.shape), np.dtype(a.dtype)) for name, a in params.items()}
+
+
+def check_like(params: Mapping[str, np.ndarray], spec: ParamSpec, what: str = "update") -> None:
+    """Check names, shapes, dtypes and finiteness of `params` against `spec`.
+
+    Raises:
+        MalformedUpdate: naming the first array that differs and how.
+    """
+    if not isinstance(params, Mapping):
+        raise MalformedUpdate(f"{what}: expected a mapping of name -> array, got {type(params)}")
+    missing = [n for n in spec if n not in params]
+    extra = [n for n in params if n not in spec]
+    if missing or extra:
+        raise MalformedUpdate(f"{what}: names differ from the model: missing {missing}, "
+                              f"unexpected {extra}")
+    for name, want in spec.items():
+        arr = params[name]
+        if not isinstance(arr, np.ndarray):
+            raise MalformedUpdate(f"{what}: '{name}' is {type(arr).__name__}, expected ndarray")
+        if tuple(arr.shape) != want.shape:
+            raise MalformedUpdate(f"{what}: '{name}' has shape {tuple(arr.shape)}, "
+                                  f"expected {want.shape}")
+        if arr.dtype != want.dtype:
+            raise MalformedUpdate(f"{what}: '{name}' has dtype {arr.dtype}, expected {want.dtype}")
+        if not np.isfinite(arr).all():
+            raise MalformedUpdate(f"{what}: '{name}' contains NaN or Inf values")
+
+
+def zeros(spec: ParamSpec) -> Params:
+    """Fresh zero arrays for every name in `spec`."""
+    return {name: np.zeros(s.shape, s.dtype) for name, s in spec.items()}
+
+
+def copy(params: Mapping[str, np.ndarray]) -> Params:
+    return {name: np.array(a, copy=True) for name, a in params.items()}
+
+
+def sub(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> Params:
+    """a - b, name by name."""
+    return {name: a[name] - b[name] for name in a}
+
+
+def add(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> Params:
+    """a + b, name by name."""
+    return {name: a[name] + b[name] for name in a}
+
+
+def scale(a: Mapping[str, np.ndarray], factor: float) -> Params:
+    """factor * a, keeping each array's dtype."""
+    return {name: (x * factor).astype(x.dtype, copy=False) for name, x in a.items()}
+
+
+def num_parameters(params: Mapping[str, np.ndarray]) -> int:
+    return int(sum(a.size for a in params.values()))
+
+
+def global_norm(params: Mapping[str, np.ndarray]) -> float:
+    """L2 norm of all arrays taken together."""
+    return float(np.sqrt(sum(float(np.vdot(a, a)) for a in params.values())))
+
+
+def allclose(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], **tol: float) -> bool:
+    return a.keys() == b.keys() and all(np.allclose(a[n], b[n], **tol) for n in a)

@@ -1,0 +1,1 @@
+"""Institution data: schema, CSV loading, partitioners, federated preprocessing."""

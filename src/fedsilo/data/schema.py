@@ -1,0 +1,60 @@
+"""The declared shape of an institution's table: features, target, task."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from fedsilo.client.local_data import TASKS
+from fedsilo.errors import ConfigError, DataError
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Which columns are features (numeric or categorical), which is the target, and the task.
+
+    `positive_above`: for a binary task from a graded column, y = 1 where target > this value.
+    `scale_target`: standardise a regression target (with federated statistics) for training.
+    """
+
+    target: str
+    task: str
+    numeric: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()
+    positive_above: float | None = None
+    scale_target: bool = True
+    drop_missing_target: bool = field(default=True)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"data.task must be one of {TASKS}, got '{self.task}'")
+        both = set(self.numeric) & set(self.categorical)
+        if both:
+            raise ConfigError(f"data: columns {sorted(both)} are both numeric and categorical")
+        if self.target in self.features:
+            raise ConfigError(f"data: target '{self.target}' is also listed as a feature")
+        if not self.features:
+            raise ConfigError("data: no feature columns declared")
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return self.numeric + self.categorical
+
+    def check(self, frame: pd.DataFrame, where: str) -> None:
+        """Raise DataError naming every declared column that `frame` lacks."""
+        missing = [c for c in (*self.features, self.target) if c not in frame.columns]
+        if missing:
+            raise DataError(f"{where}: missing column(s) {missing}; "
+                            f"columns present: {list(frame.columns)}")
+
+    @classmethod
+    def infer(cls, frame: pd.DataFrame, target: str, task: str,
+              categorical: Sequence[str] = (), exclude: Sequence[str] = (),
+              **kw: object) -> Schema:
+        """Numeric features = every column not the target, not categorical, not excluded."""
+        skip = {target, *categorical, *exclude}
+        numeric = tuple(c for c in frame.columns if c not in skip)
+        return cls(target=target, task=task, numeric=numeric, categorical=tuple(categorical),
+                   **kw)  # type: ignore[arg-type]

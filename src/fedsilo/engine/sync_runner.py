@@ -1,0 +1,92 @@
+"""The synchronous round loop: configure, dispatch, accept as replies stream in, commit,
+evaluate, publish. Transport-agnostic: simulation and deployment drive the same loop."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from fedsilo.algorithms.base import ServerState, Strategy
+from fedsilo.core.params import Params
+from fedsilo.engine.events import EventBus, RoundEvent
+from fedsilo.evaluation.metrics import weighted_mean
+from fedsilo.transport.base import ServerTransport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunHistory:
+    """Every round's event, and the final server state."""
+
+    events: list[RoundEvent] = field(default_factory=list)
+    state: ServerState | None = None
+
+    @property
+    def params(self) -> Params:
+        assert self.state is not None, "the run has not committed any round"
+        return self.state.params
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    run_id: str
+    seed: int
+    rounds: int
+    evaluate_every: int = 1
+    round_timeout: float | None = None
+
+
+def run_sync(strategy: Strategy, transport: ServerTransport, initial: Params,
+             settings: RunSettings, bus: EventBus | None = None) -> RunHistory:
+    """Run `settings.rounds` synchronous rounds from `initial` parameters."""
+    bus = bus or EventBus()
+    history = RunHistory(state=strategy.init(initial))
+    bus.subscribe(history.events.append)
+    for rnd in range(1, settings.rounds + 1):
+        history.state = _one_round(strategy, transport, history.state, rnd, settings, bus)
+    return history
+
+
+def _one_round(strategy: Strategy, transport: ServerTransport, state: ServerState, rnd: int,
+               settings: RunSettings, bus: EventBus) -> ServerState:
+    start = time.perf_counter()
+    tasks, open_round = strategy.configure(state, transport.clients(), rnd, settings.run_id,
+                                           settings.seed)
+    transport.dispatch(tasks)
+    for reply in transport.poll(settings.round_timeout):
+        rejection = strategy.accept(open_round, reply)
+        if rejection is not None:
+            log.warning("round %d: rejected %s: [%s] %s", rnd, rejection.client_id,
+                        rejection.code, rejection.reason)
+        if strategy.ready(open_round):
+            break
+    state, metrics = strategy.commit(state, open_round)
+    evaluation: dict[str, dict[str, float]] = {}
+    sizes: list[float] = []
+    if rnd % settings.evaluate_every == 0 or rnd == settings.rounds:
+        evaluation, sizes = _evaluate(strategy, transport, state, rnd, settings.run_id)
+    bus.publish(RoundEvent(
+        round=rnd, version=state.version, participants=tuple(open_round.received),
+        rejected={r.client_id: f"[{r.code}] {r.reason}" for r in open_round.rejected},
+        metrics=metrics, evaluation=evaluation,
+        federated=weighted_mean(list(evaluation.values()), sizes),
+        seconds=time.perf_counter() - start))
+    return state
+
+
+def _evaluate(strategy: Strategy, transport: ServerTransport, state: ServerState, rnd: int,
+              run_id: str) -> tuple[dict[str, dict[str, float]], list[float]]:
+    transport.dispatch(strategy.evaluate_tasks(state, transport.clients(), rnd, run_id))
+    results: dict[str, dict[str, float]] = {}
+    sizes: dict[str, float] = {}
+    for reply in transport.poll():
+        if reply.ok and reply.num_examples > 0:
+            results[reply.client_id] = dict(reply.metrics)
+            sizes[reply.client_id] = float(reply.num_examples)
+        else:
+            log.warning("round %d: evaluation failed at %s: %s", rnd, reply.client_id,
+                        reply.error)
+    ordered = sorted(results)
+    return {c: results[c] for c in ordered}, [sizes[c] for c in ordered]

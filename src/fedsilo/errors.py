@@ -1,0 +1,82 @@
+"""One exception tree for fedsilo.
+
+```
+FedsiloError
+├── ConfigError                  bad key, type, value, missing file in a run config
+├── DataError                    missing column, empty institution, unusable data
+├── ProtocolError                a message that breaks the protocol
+│   ├── MalformedUpdate          wrong names, shapes, dtypes, NaN/Inf
+│   ├── StaleUpdate              trained from a model version too old
+│   ├── WrongRound               reply for a round that is not open
+│   └── UnknownClient            reply from an institution that was not asked
+├── AggregationError             an aggregate cannot be formed
+│   └── SecureAggregationAborted too few survivors to unmask
+├── PrivacyBudgetExhausted       the configured epsilon is spent
+├── TransportError               the network failed
+│   └── AuthenticationError      a peer's identity was refused
+└── ClientTrainingError          local training raised inside an institution
+```
+
+Inside a process, raise these; across the network, send `Reply.error` (a code and a reason).
+Every error has a stable `code` used for that purpose.
+"""
+
+from __future__ import annotations
+
+
+class FedsiloError(Exception):
+    """Base of every error fedsilo raises on purpose."""
+
+    code = "fedsilo_error"
+
+
+class ConfigError(FedsiloError):
+    code = "config_error"
+
+
+class DataError(FedsiloError):
+    code = "data_error"
+
+
+class ProtocolError(FedsiloError):
+    code = "protocol_error"
+
+
+class MalformedUpdate(ProtocolError):
+    code = "malformed_update"
+
+
+class StaleUpdate(ProtocolError):
+    code = "stale_update"
+
+
+class WrongRound(ProtocolError):
+    code = "wrong_round"
+
+
+class UnknownClient(ProtocolError):
+    code = "unknown_client"
+
+
+class AggregationError(FedsiloError):
+    code = "aggregation_error"
+
+
+class SecureAggregationAborted(AggregationError):
+    code = "secure_aggregation_aborted"
+
+
+class PrivacyBudgetExhausted(FedsiloError):
+    code = "privacy_budget_exhausted"
+
+
+class TransportError(FedsiloError):
+    code = "transport_error"
+
+
+class AuthenticationError(TransportError):
+    code = "authentication_error"
+
+
+class ClientTrainingError(FedsiloError):
+    code = "client_training_error"

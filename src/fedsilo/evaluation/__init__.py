@@ -1,0 +1,1 @@
+"""Metrics, the local-only / federated / pooled comparison, and plots."""

@@ -1,0 +1,46 @@
+"""Metrics per task, and their example-weighted federated combination."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+PRIMARY = {"binary": "accuracy", "multiclass": "accuracy", "regression": "rmse"}
+HIGHER_IS_BETTER = {"accuracy": True, "auc": True, "r2": True,
+                    "rmse": False, "mae": False, "mse": False, "log_loss": False}
+
+
+def compute(task: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """Metrics of predictions: probabilities for classification, values for regression."""
+    if task == "regression":
+        err = y_pred.reshape(-1) - y_true.reshape(-1)
+        mse = float(np.mean(err**2))
+        var = float(np.var(y_true))
+        return {"mse": mse, "rmse": float(np.sqrt(mse)), "mae": float(np.mean(np.abs(err))),
+                "r2": 1.0 - mse / var if var > 0 else 0.0}
+    eps = 1e-12
+    y = y_true.astype(np.int64).reshape(-1)
+    if task == "binary":
+        p = np.clip(y_pred.reshape(-1).astype(np.float64), eps, 1 - eps)
+        out = {"accuracy": float(np.mean((p >= 0.5) == (y == 1))),
+               "log_loss": float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))}
+        return out
+    probs = np.clip(y_pred.astype(np.float64), eps, 1.0)
+    return {"accuracy": float(np.mean(np.argmax(y_pred, axis=1) == y)),
+            "log_loss": float(-np.mean(np.log(probs[np.arange(len(y)), y])))}
+
+
+def weighted_mean(per_client: Sequence[Mapping[str, float]],
+                  weights: Sequence[float]) -> dict[str, float]:
+    """Example-weighted mean of each metric; RMSE is recombined from the weighted MSE so the
+    federated RMSE equals the RMSE over all institutions' test rows together."""
+    total = float(sum(weights))
+    if not per_client or total <= 0:
+        return {}
+    names = set.intersection(*(set(m) for m in per_client))
+    out = {n: float(sum(w * m[n] for m, w in zip(per_client, weights)) / total)
+           for n in sorted(names)}
+    if "mse" in out:
+        out["rmse"] = float(np.sqrt(out["mse"]))
+    return out

@@ -1,0 +1,134 @@
+"""The comparison users need: for each institution, the model it could train alone
+(local-only), the federated model, and the pooled-data model (simulation-only reference)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from fedsilo.evaluation.metrics import HIGHER_IS_BETTER
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    """One institution. `local_only` scores its own model on its own test rows;
+    `local_only_everywhere` scores the same model on every institution's test rows (what the
+    model is worth to the consortium, FLamby's "local" figure)."""
+
+    institution: str
+    n_test: int
+    local_only: float
+    local_only_everywhere: float
+    federated: float
+    pooled: float
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Per-institution rows and the example-weighted row ("all"), for one metric."""
+
+    metric: str
+    rows: tuple[ComparisonRow, ...]
+    overall: ComparisonRow
+
+    @property
+    def higher_is_better(self) -> bool:
+        return HIGHER_IS_BETTER.get(self.metric, True)
+
+    @property
+    def mean_local_only(self) -> float:
+        """Mean over institutions of each local model on its own test rows."""
+        return sum(r.local_only for r in self.rows) / len(self.rows)
+
+    @property
+    def mean_local_only_everywhere(self) -> float:
+        """Mean over institutions of each local model on all institutions' test rows."""
+        return sum(r.local_only_everywhere for r in self.rows) / len(self.rows)
+
+    def collaboration_pays(self) -> bool:
+        """Does the federated model beat the institutions' own models (test-size weighted)?"""
+        fed, loc = self.overall.federated, self.overall.local_only
+        return fed >= loc if self.higher_is_better else fed <= loc
+
+    def to_dict(self) -> dict:
+        return {"metric": self.metric, "higher_is_better": self.higher_is_better,
+                "institutions": [asdict(r) for r in self.rows], "overall": asdict(self.overall),
+                "mean_local_only": self.mean_local_only,
+                "mean_local_only_everywhere": self.mean_local_only_everywhere,
+                "collaboration_pays": self.collaboration_pays()}
+
+
+def build_comparison(metric: str, sizes: Mapping[str, int],
+                     local: Mapping[str, Mapping[str, float]],
+                     local_everywhere: Mapping[str, Mapping[str, float]],
+                     federated: Mapping[str, Mapping[str, float]],
+                     pooled: Mapping[str, Mapping[str, float]]) -> Comparison:
+    """Rows from per-institution metric dicts; the overall row weights by test size (RMSE is
+    recombined from MSE so that it is the RMSE over all test rows)."""
+    names = sorted(sizes)
+    total = sum(sizes[n] for n in names)
+
+    def overall(results: Mapping[str, Mapping[str, float]]) -> float:
+        key = "mse" if metric == "rmse" else metric
+        value = sum(sizes[n] * results[n][key] for n in names) / total
+        return value ** 0.5 if metric == "rmse" else value
+
+    rows = tuple(ComparisonRow(n, sizes[n], local[n][metric], local_everywhere[n][metric],
+                               federated[n][metric], pooled[n][metric]) for n in names)
+    return Comparison(metric, rows, ComparisonRow(
+        "all (weighted)", total, overall(local), overall(local_everywhere), overall(federated),
+        overall(pooled)))
+
+
+def print_comparison(cmp: Comparison, console: Console | None = None) -> None:
+    """The comparison as a terminal table, with the one-line answer under it."""
+    console = console or Console()
+    table = Table(title=f"Does collaborating pay? ({cmp.metric}, held-out test split)")
+    for col in ("institution", "test rows", "local-only", "local-only (all tests)",
+                "federated", "pooled"):
+        table.add_column(col, justify="left" if col == "institution" else "right")
+    for r in (*cmp.rows, cmp.overall):
+        table.add_row(r.institution, str(r.n_test), f"{r.local_only:.4g}",
+                      f"{r.local_only_everywhere:.4g}", f"{r.federated:.4g}", f"{r.pooled:.4g}")
+    console.print(table)
+    verdict = "yes" if cmp.collaboration_pays() else "no"
+    console.print(f"Federated vs each institution's own model on its own test rows (weighted "
+                  f"{cmp.metric}): {cmp.overall.federated:.4g} vs {cmp.overall.local_only:.4g}"
+                  f" -> {verdict}.\nLocal models on all institutions' test rows: mean "
+                  f"{cmp.mean_local_only_everywhere:.4g}. Pooled reference "
+                  f"{cmp.overall.pooled:.4g}.")
+
+
+def write_comparison(cmp: Comparison, folder: Path) -> None:
+    (folder / "comparison.json").write_text(json.dumps(cmp.to_dict(), indent=2))
+    with open(folder / "comparison.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["institution", "n_test", f"local_only_{cmp.metric}",
+                    f"local_only_all_tests_{cmp.metric}", f"federated_{cmp.metric}",
+                    f"pooled_{cmp.metric}"])
+        for r in (*cmp.rows, cmp.overall):
+            w.writerow([r.institution, r.n_test, r.local_only, r.local_only_everywhere,
+                        r.federated, r.pooled])
+
+
+def write_history(rounds: Sequence[Mapping], folder: Path) -> None:
+    """history.json (every round, nested metrics) and history.csv (one row per institution
+    and round, plus a 'federated' row)."""
+    (folder / "history.json").write_text(json.dumps(list(rounds), indent=2))
+    rows = []
+    for ev in rounds:
+        for inst, metrics in [*ev["evaluation"].items(), ("federated", ev["federated"])]:
+            if metrics:
+                rows.append({"round": ev["round"], "institution": inst, **metrics})
+    if rows:
+        keys = sorted({k for r in rows for k in r} - {"round", "institution"})
+        with open(folder / "history.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, ["round", "institution", *keys])
+            w.writeheader()
+            w.writerows(rows)

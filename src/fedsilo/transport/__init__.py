@@ -1,0 +1,1 @@
+"""How tasks reach institutions: in-process for simulation (gRPC arrives with deployment)."""

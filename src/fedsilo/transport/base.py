@@ -1,0 +1,24 @@
+"""The server-side transport contract shared by simulation and deployment."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+from fedsilo.core.messages import Reply, Task
+
+
+class ServerTransport(Protocol):
+    def clients(self) -> list[str]:
+        """Institutions currently available."""
+        ...
+
+    def dispatch(self, tasks: Sequence[Task]) -> None:
+        """Hand tasks to their institutions (queued until they are pulled or run)."""
+        ...
+
+    def poll(self, timeout: float | None = None) -> Iterator[Reply]:
+        """Yield replies as they arrive, until every dispatched task is answered or timeout."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,38 @@
+"""In-process transport: runs each institution's Client directly, one task at a time.
+
+No serialisation and no copies: the task's arrays are handed to the client as they are, and each
+reply is yielded as soon as it exists so the server folds it into its accumulator before the next
+client runs (memory O(model), not O(clients x model)).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+
+from fedsilo.client.client import Client
+from fedsilo.core.messages import Reply, Task
+from fedsilo.errors import UnknownClient
+
+
+class InProcessTransport:
+    def __init__(self, clients: Mapping[str, Client]) -> None:
+        self._clients = dict(clients)
+        self._queue: deque[Task] = deque()
+
+    def clients(self) -> list[str]:
+        return sorted(self._clients)
+
+    def dispatch(self, tasks: Sequence[Task]) -> None:
+        for task in tasks:
+            if task.client_id not in self._clients:
+                raise UnknownClient(f"no institution named '{task.client_id}'")
+        self._queue.extend(tasks)
+
+    def poll(self, timeout: float | None = None) -> Iterator[Reply]:
+        while self._queue:
+            task = self._queue.popleft()
+            yield self._clients[task.client_id].handle(task)
+
+    def close(self) -> None:
+        self._queue.clear()
