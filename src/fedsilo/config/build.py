@@ -31,8 +31,9 @@ def build_schema(cfg: RunConfig, sample: pd.DataFrame) -> Schema:
     d = cfg.data
     extra = {"positive_above": d.positive_above, "scale_target": d.scale_target}
     exclude = list(d.exclude)
-    if d.partition is not None and d.partition.column:
-        exclude.append(d.partition.column)
+    split_column = d.partition.column if d.partition is not None else None
+    if split_column and split_column not in d.categorical:
+        exclude.append(split_column)
     if d.numeric is not None:
         return Schema(d.target, d.task, tuple(d.numeric), tuple(d.categorical), **extra)
     return Schema.infer(sample, d.target, d.task, d.categorical, exclude, **extra)

@@ -86,6 +86,10 @@ def build_comparison(metric: str, sizes: Mapping[str, int],
         overall(pooled)))
 
 
+def _fmt(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4f}"
+
+
 def print_comparison(cmp: Comparison, console: Console | None = None) -> None:
     """The comparison as a terminal table, with the one-line answer under it."""
     console = console or Console()
@@ -94,15 +98,15 @@ def print_comparison(cmp: Comparison, console: Console | None = None) -> None:
                 "federated", "pooled"):
         table.add_column(col, justify="left" if col == "institution" else "right")
     for r in (*cmp.rows, cmp.overall):
-        table.add_row(r.institution, str(r.n_test), f"{r.local_only:.4g}",
-                      f"{r.local_only_everywhere:.4g}", f"{r.federated:.4g}", f"{r.pooled:.4g}")
+        table.add_row(r.institution, str(r.n_test), _fmt(r.local_only),
+                      _fmt(r.local_only_everywhere), _fmt(r.federated), _fmt(r.pooled))
     console.print(table)
     verdict = "yes" if cmp.collaboration_pays() else "no"
     console.print(f"Federated vs each institution's own model on its own test rows (weighted "
-                  f"{cmp.metric}): {cmp.overall.federated:.4g} vs {cmp.overall.local_only:.4g}"
-                  f" -> {verdict}.\nLocal models on all institutions' test rows: mean "
-                  f"{cmp.mean_local_only_everywhere:.4g}. Pooled reference "
-                  f"{cmp.overall.pooled:.4g}.")
+                  f"{cmp.metric}): {_fmt(cmp.overall.federated)} vs "
+                  f"{_fmt(cmp.overall.local_only)} -> {verdict}.\nLocal models on all "
+                  f"institutions' test rows: mean {_fmt(cmp.mean_local_only_everywhere)}. "
+                  f"Pooled reference {_fmt(cmp.overall.pooled)}.")
 
 
 def write_comparison(cmp: Comparison, folder: Path) -> None:
