@@ -41,6 +41,8 @@ class Client:
         except FedsiloError as e:
             return Reply(num_examples=0, error=ErrorInfo(e.code, str(e)), **base)
         except Exception as e:  # a crash in user training code must not stop the server
-            log.exception("client %s: task %s failed", self.client_id, task.task_id)
+            log.warning("client %s: task %s failed: %s: %s", self.client_id, task.task_id,
+                        type(e).__name__, e)
+            log.debug("traceback", exc_info=True)
             return Reply(num_examples=0, error=ErrorInfo("client_training_error",
                                                          f"{type(e).__name__}: {e}"), **base)

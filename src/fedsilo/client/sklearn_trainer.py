@@ -24,6 +24,7 @@ class SklearnTrainer:
     def __init__(self, data: LocalData, alpha: float = 1e-4) -> None:
         self.data = data
         self.alpha = alpha
+        self._x = np.ascontiguousarray(data.x_train, dtype=np.float64)  # sklearn's SGD is f64
         d, c = data.num_features, data.num_classes
         rows = 1 if data.task == "binary" else c
         if data.task == "regression":
@@ -43,7 +44,7 @@ class SklearnTrainer:
         if cfg.optimizer != "sgd":
             raise ConfigError("client: the scikit-learn trainer supports optimizer 'sgd' only")
         est = self._estimator(cfg.lr, params)
-        x, y = self.data.x_train, self._labels(self.data.y_train)
+        x, y = self._x, self._labels(self.data.y_train)
         for idx in batches(self.num_examples, cfg, rng):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -82,11 +83,11 @@ class SklearnTrainer:
         common = {"learning_rate": "constant", "eta0": lr, "alpha": self.alpha, "shuffle": False}
         if self.data.task == "regression":
             est: SGDClassifier | SGDRegressor = SGDRegressor(**common)
-            est.partial_fit(self.data.x_train[:1], self.data.y_train[:1])
+            est.partial_fit(self._x[:1], self.data.y_train[:1])
         else:
             est = SGDClassifier(loss="log_loss", **common)
             classes = np.arange(max(self.data.num_classes, 2))
-            est.partial_fit(self.data.x_train[:1], self._labels(self.data.y_train[:1]),
+            est.partial_fit(self._x[:1], self._labels(self.data.y_train[:1]),
                             classes=classes)
         est.coef_ = np.array(params["coef"], dtype=np.float64).reshape(est.coef_.shape)
         est.intercept_ = np.array(params["intercept"], dtype=np.float64).reshape(
