@@ -1,59 +1,83 @@
 """fedsilo: federated learning across institutions.
 
-The curated public API. Everything else is importable from its module but may change.
+The curated public API. Names load lazily (PEP 562): `import fedsilo` is cheap, and a run
+imports only what it uses (a torch-only simulation never loads pandas or matplotlib).
 """
 
-from fedsilo.aggregation import PlainSum, WeightedMean
-from fedsilo.algorithms.base import ServerState, Strategy
-from fedsilo.algorithms.fedavg import fedavg, fedsgd
-from fedsilo.algorithms.fedopt import fedadam, fedavgm
-from fedsilo.client.client import Client
-from fedsilo.client.local_data import LocalData
-from fedsilo.client.sklearn_trainer import SklearnTrainer
-from fedsilo.client.torch_trainer import TorchTrainer
-from fedsilo.client.trainer import TrainConfig
-from fedsilo.config.schema import RunConfig, load_config
-from fedsilo.core.messages import Reply, Task, TaskKind
-from fedsilo.core.params import Params
-from fedsilo.data.preprocessing import LocalStatistics, Preprocessor
-from fedsilo.data.schema import Schema
-from fedsilo.engine.sync_runner import RunSettings, run_sync
-from fedsilo.errors import FedsiloError
-from fedsilo.optim import adam, sgd
-from fedsilo.simulation.run import SimulationResult, run_simulation
-from fedsilo.transport.inprocess import InProcessTransport
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Client",
-    "FedsiloError",
-    "InProcessTransport",
-    "LocalData",
-    "LocalStatistics",
-    "Params",
-    "PlainSum",
-    "Preprocessor",
-    "Reply",
-    "RunConfig",
-    "RunSettings",
-    "Schema",
-    "ServerState",
-    "SimulationResult",
-    "SklearnTrainer",
-    "Strategy",
-    "Task",
-    "TaskKind",
-    "TorchTrainer",
-    "TrainConfig",
-    "WeightedMean",
-    "adam",
-    "fedadam",
-    "fedavg",
-    "fedavgm",
-    "fedsgd",
-    "load_config",
-    "run_simulation",
-    "run_sync",
-    "sgd",
-]
+_EXPORTS = {
+    "Client": "fedsilo.client.client",
+    "FedsiloError": "fedsilo.errors",
+    "InProcessTransport": "fedsilo.transport.inprocess",
+    "LocalData": "fedsilo.client.local_data",
+    "LocalStatistics": "fedsilo.data.preprocessing",
+    "Params": "fedsilo.core.params",
+    "PlainSum": "fedsilo.aggregation.sum",
+    "Preprocessor": "fedsilo.data.preprocessing",
+    "Reply": "fedsilo.core.messages",
+    "RunConfig": "fedsilo.config.schema",
+    "RunSettings": "fedsilo.engine.sync_runner",
+    "Schema": "fedsilo.data.schema",
+    "ServerState": "fedsilo.algorithms.base",
+    "SimulationResult": "fedsilo.simulation.run",
+    "SklearnTrainer": "fedsilo.client.sklearn_trainer",
+    "Strategy": "fedsilo.algorithms.base",
+    "Task": "fedsilo.core.messages",
+    "TaskKind": "fedsilo.core.messages",
+    "TorchTrainer": "fedsilo.client.torch_trainer",
+    "TrainConfig": "fedsilo.client.trainer",
+    "WeightedMean": "fedsilo.aggregation.mean",
+    "adam": "fedsilo.optim.adam",
+    "fedadam": "fedsilo.algorithms.fedopt",
+    "fedavg": "fedsilo.algorithms.fedavg",
+    "fedavgm": "fedsilo.algorithms.fedopt",
+    "fedsgd": "fedsilo.algorithms.fedavg",
+    "load_config": "fedsilo.config.schema",
+    "run_simulation": "fedsilo.simulation.run",
+    "run_sync": "fedsilo.engine.sync_runner",
+    "sgd": "fedsilo.optim.sgd",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'fedsilo' has no attribute '{name}'")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+if TYPE_CHECKING:
+    from fedsilo.aggregation.mean import WeightedMean
+    from fedsilo.aggregation.sum import PlainSum
+    from fedsilo.algorithms.base import ServerState, Strategy
+    from fedsilo.algorithms.fedavg import fedavg, fedsgd
+    from fedsilo.algorithms.fedopt import fedadam, fedavgm
+    from fedsilo.client.client import Client
+    from fedsilo.client.local_data import LocalData
+    from fedsilo.client.sklearn_trainer import SklearnTrainer
+    from fedsilo.client.torch_trainer import TorchTrainer
+    from fedsilo.client.trainer import TrainConfig
+    from fedsilo.config.schema import RunConfig, load_config
+    from fedsilo.core.messages import Reply, Task, TaskKind
+    from fedsilo.core.params import Params
+    from fedsilo.data.preprocessing import LocalStatistics, Preprocessor
+    from fedsilo.data.schema import Schema
+    from fedsilo.engine.sync_runner import RunSettings, run_sync
+    from fedsilo.errors import FedsiloError
+    from fedsilo.optim.adam import adam
+    from fedsilo.optim.sgd import sgd
+    from fedsilo.simulation.run import SimulationResult, run_simulation
+    from fedsilo.transport.inprocess import InProcessTransport

@@ -19,7 +19,8 @@ def test_valid_update_passes():
 @pytest.mark.parametrize("mutate, message", [
     (lambda u: u.pop("b"), "missing \\['b'\\]"),
     (lambda u: u.update(extra=np.zeros(1, np.float32)), "unexpected \\['extra'\\]"),
-    (lambda u: u.update(w=np.zeros((3, 2), np.float32)), "'w' has shape \\(3, 2\\), expected \\(2, 3\\)"),
+    (lambda u: u.update(w=np.zeros((3, 2), np.float32)),
+     "'w' has shape \\(3, 2\\), expected \\(2, 3\\)"),
     (lambda u: u.update(w=np.zeros((2, 3), np.float64)), "'w' has dtype float64, expected float32"),
     (lambda u: u["b"].__setitem__(1, np.nan), "'b' contains NaN or Inf"),
     (lambda u: u["b"].__setitem__(0, np.inf), "'b' contains NaN or Inf"),

@@ -63,6 +63,6 @@ class WeightedMean:
         total = float(sums[WEIGHT_KEY][0])
         if not total > 0:
             raise AggregationError(f"mean: total weight is {total}; nothing to average")
-        mean = {n: (s / total).astype(s.dtype, copy=False)
+        mean = {n: np.divide(s, total, out=s, casting="unsafe")  # in place: one model in memory
                 for n, s in sums.items() if n != WEIGHT_KEY}
         return state, mean, {**metrics, "total_weight": total}

@@ -58,8 +58,20 @@ def check_like(params: Mapping[str, np.ndarray], spec: ParamSpec, what: str = "u
                                   f"expected {want.shape}")
         if arr.dtype != want.dtype:
             raise MalformedUpdate(f"{what}: '{name}' has dtype {arr.dtype}, expected {want.dtype}")
-        if not np.isfinite(arr).all():
+        if not all_finite(arr):
             raise MalformedUpdate(f"{what}: '{name}' contains NaN or Inf values")
+
+
+def all_finite(arr: np.ndarray) -> bool:
+    """No NaN or Inf in `arr`. A finite sum proves it without a temporary (Inf or NaN would
+    propagate into the sum); only a non-finite sum (a NaN, an Inf, or float overflow of large
+    finite values) needs the element-wise check."""
+    if arr.dtype.kind not in "fc":
+        return True
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(arr.sum()):
+            return True
+    return bool(np.isfinite(arr).all())
 
 
 def zeros(spec: ParamSpec) -> Params:

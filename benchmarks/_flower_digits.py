@@ -1,0 +1,91 @@
+"""Flower side of the digits benchmark, Flower 1.42 Message API with `run_simulation`
+(run by simulation_digits.py inside Flower's own venv; prints one JSON line)."""
+
+import json
+import logging
+import sys
+import time
+
+t0 = time.perf_counter()
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from digits_task import BATCH, EPOCHS, LR, make_mlp, partitions  # noqa: E402
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict  # noqa: E402
+from flwr.clientapp import ClientApp  # noqa: E402
+from flwr.serverapp import Grid, ServerApp  # noqa: E402
+from flwr.serverapp.strategy import FedAvg  # noqa: E402
+from flwr.simulation import run_simulation  # noqa: E402
+
+K, ROUNDS = int(sys.argv[1]), int(sys.argv[2])
+CPUS = float(sys.argv[3]) if len(sys.argv) > 3 else 1.0
+t_import = time.perf_counter() - t0
+PARTS = None
+
+
+def data(pid):
+    global PARTS
+    if PARTS is None:
+        PARTS = partitions(K)
+    return PARTS[pid]
+
+
+client = ClientApp()
+
+
+@client.train()
+def train(msg: Message, context: Context) -> Message:
+    torch.set_num_threads(1)
+    xtr, ytr, _, _ = data(int(context.node_config["partition-id"]))
+    model = make_mlp()
+    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    x, y = torch.from_numpy(xtr), torch.from_numpy(ytr.astype(np.int64))
+    for _ in range(EPOCHS):
+        perm = torch.randperm(len(y))
+        for i in range(0, len(y), BATCH):
+            idx = perm[i:i + BATCH]
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    content = RecordDict({"arrays": ArrayRecord(model.state_dict()),
+                          "metrics": MetricRecord({"num-examples": len(y)})})
+    return Message(content=content, reply_to=msg)
+
+
+@client.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    _, _, xte, yte = data(int(context.node_config["partition-id"]))
+    model = make_mlp()
+    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    with torch.no_grad():
+        acc = float((model(torch.from_numpy(xte)).argmax(1).numpy() == yte).mean())
+    content = RecordDict({"metrics": MetricRecord({"accuracy": acc, "num-examples": len(yte)})})
+    return Message(content=content, reply_to=msg)
+
+
+server = ServerApp()
+STAMPS: list[float] = []
+RESULT: dict = {}
+
+
+@server.main()
+def main(grid: Grid, context: Context) -> None:
+    strategy = FedAvg(fraction_train=1.0, fraction_evaluate=1.0, min_train_nodes=K,
+                      min_evaluate_nodes=K, min_available_nodes=K)
+
+    def stamp(rnd: int, arrays: ArrayRecord) -> None:
+        STAMPS.append(time.perf_counter())
+
+    result = strategy.start(grid=grid, initial_arrays=ArrayRecord(make_mlp().state_dict()),
+                            num_rounds=ROUNDS, train_config=ConfigRecord({}),
+                            evaluate_fn=stamp)
+    RESULT["accuracy"] = float(result.evaluate_metrics_clientapp[ROUNDS]["accuracy"])
+
+
+logging.getLogger("flwr").setLevel(logging.WARNING)
+t1 = time.perf_counter()
+run_simulation(server_app=server, client_app=client, num_supernodes=K,
+               backend_config={"client_resources": {"num_cpus": CPUS, "num_gpus": 0.0}})
+wall = time.perf_counter() - t1
+print(json.dumps({"engine": "flower", "wall_s": wall, "import_s": t_import,
+                  "round_s": list(np.diff(STAMPS)), "accuracy": RESULT.get("accuracy")}))
