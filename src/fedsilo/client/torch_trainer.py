@@ -6,6 +6,8 @@ are copied in at the start of a task and out at its end, and never otherwise.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import numpy as np
 import torch
 from torch import nn
@@ -24,13 +26,35 @@ def _loss_fn(task: str) -> nn.Module:
     return nn.MSELoss()
 
 
-class TorchTrainer:
-    """Trains `model` on `data` with SGD or Adam; parameters named as in `state_dict()`."""
+OptimizerFactory = Callable[[Iterator[nn.Parameter], TrainConfig], torch.optim.Optimizer]
 
-    def __init__(self, model: nn.Module, data: LocalData) -> None:
+
+def default_optimizer(params: Iterator[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (with momentum / weight decay) or Adam, as the task's TrainConfig says."""
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay)
+
+
+class TorchTrainer:
+    """Trains any `nn.Module` on `data`; parameters named as in `state_dict()`.
+
+    Args:
+        model: the module (shared between institutions in simulation).
+        data: this institution's arrays.
+        loss: a loss module taking (model output, target); by default BCE-with-logits
+            (binary), cross-entropy (multiclass) or MSE (regression).
+        optimizer: a factory (parameters, TrainConfig) -> torch optimizer; a fresh optimizer
+            is made for every fit task (no optimizer state crosses rounds).
+    """
+
+    def __init__(self, model: nn.Module, data: LocalData, loss: nn.Module | None = None,
+                 optimizer: OptimizerFactory = default_optimizer) -> None:
         self.model = model
         self.data = data
-        self.loss = _loss_fn(data.task)
+        self.loss = loss if loss is not None else _loss_fn(data.task)
+        self.make_optimizer = optimizer
         self._tensors = dict(model.state_dict(keep_vars=True))
         self._x = torch.from_numpy(np.ascontiguousarray(data.x_train, dtype=np.float32))
         y_dtype = np.int64 if data.task == "multiclass" else np.float32
@@ -47,7 +71,7 @@ class TorchTrainer:
             rng: np.random.Generator) -> tuple[Params, int, dict[str, float]]:
         """Local training from `params`; returns new parameters, examples seen, mean loss."""
         self._load(params)
-        opt = self._optimizer(cfg)
+        opt = self.make_optimizer(self.model.parameters(), cfg)
         total, count = 0.0, 0
         self.model.train()
         for idx in batches(self.num_examples, cfg, rng):
@@ -98,13 +122,6 @@ class TorchTrainer:
     def _objective(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         out = self.model(x)
         return self.loss(out if self.data.task == "multiclass" else out.reshape(-1), y)
-
-    def _optimizer(self, cfg: TrainConfig) -> torch.optim.Optimizer:
-        ps = self.model.parameters()
-        if cfg.optimizer == "adam":
-            return torch.optim.Adam(ps, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        return torch.optim.SGD(ps, lr=cfg.lr, momentum=cfg.momentum,
-                               weight_decay=cfg.weight_decay)
 
     def _load(self, params: Params) -> None:
         with torch.no_grad():

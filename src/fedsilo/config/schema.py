@@ -69,9 +69,9 @@ class DataSection(_Section):
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSection:
-        if bool(self.institutions) == (self.partition is not None):
+        if self.institutions and self.partition is not None:
             raise ValueError("give either [[data.institutions]] (one CSV per institution) or "
-                             "[data.partition] (one CSV split into institutions), not both/none")
+                             "[data.partition] (one CSV split into institutions), not both")
         names = [i.name for i in self.institutions]
         if len(set(names)) != len(names):
             raise ValueError(f"institution names must be unique, got {names}")

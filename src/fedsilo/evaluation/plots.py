@@ -29,7 +29,9 @@ def plot_rounds(rounds: Sequence[Mapping], metric: str, path: Path,
     if comparison is not None:
         ax.axhline(comparison.overall.pooled, ls="--", color="tab:green", label="pooled")
         ax.axhline(comparison.overall.local_only, ls=":", color="tab:red",
-                   label="local-only (weighted)")
+                   label="local-only, own test rows (weighted)")
+        ax.axhline(comparison.mean_local_only_everywhere, ls="-.", color="tab:purple",
+                   label="local-only models on all test rows (mean)")
     ax.set_xlabel("round")
     ax.set_ylabel(metric)
     ax.set_title(title or f"{metric} per round")

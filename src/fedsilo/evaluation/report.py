@@ -51,17 +51,22 @@ class Comparison:
         """Mean over institutions of each local model on all institutions' test rows."""
         return sum(r.local_only_everywhere for r in self.rows) / len(self.rows)
 
-    def collaboration_pays(self) -> bool:
-        """Does the federated model beat the institutions' own models (test-size weighted)?"""
-        fed, loc = self.overall.federated, self.overall.local_only
-        return fed >= loc if self.higher_is_better else fed <= loc
+    def at_least(self, a: float, b: float) -> bool:
+        """a is as good as b or better, for this metric."""
+        return a >= b if self.higher_is_better else a <= b
+
+    @property
+    def federated_wins(self) -> list[str]:
+        """Institutions where the federated model matches or beats their own model on their
+        own test rows."""
+        return [r.institution for r in self.rows if self.at_least(r.federated, r.local_only)]
 
     def to_dict(self) -> dict:
         return {"metric": self.metric, "higher_is_better": self.higher_is_better,
                 "institutions": [asdict(r) for r in self.rows], "overall": asdict(self.overall),
                 "mean_local_only": self.mean_local_only,
                 "mean_local_only_everywhere": self.mean_local_only_everywhere,
-                "collaboration_pays": self.collaboration_pays()}
+                "federated_wins": self.federated_wins}
 
 
 def build_comparison(metric: str, sizes: Mapping[str, int],
@@ -101,12 +106,15 @@ def print_comparison(cmp: Comparison, console: Console | None = None) -> None:
         table.add_row(r.institution, str(r.n_test), _fmt(r.local_only),
                       _fmt(r.local_only_everywhere), _fmt(r.federated), _fmt(r.pooled))
     console.print(table)
-    verdict = "yes" if cmp.collaboration_pays() else "no"
-    console.print(f"Federated vs each institution's own model on its own test rows (weighted "
-                  f"{cmp.metric}): {_fmt(cmp.overall.federated)} vs "
-                  f"{_fmt(cmp.overall.local_only)} -> {verdict}.\nLocal models on all "
-                  f"institutions' test rows: mean {_fmt(cmp.mean_local_only_everywhere)}. "
-                  f"Pooled reference {_fmt(cmp.overall.pooled)}.")
+    o = cmp.overall
+    console.print(f"On its own test rows, the federated model matches or beats the "
+                  f"institution's own model at {len(cmp.federated_wins)} of {len(cmp.rows)} "
+                  f"institutions (weighted {cmp.metric}: {_fmt(o.federated)} vs "
+                  f"{_fmt(o.local_only)}).")
+    console.print(f"For the whole consortium (every institution's test rows), an institution's "
+                  f"own model scores {_fmt(cmp.mean_local_only_everywhere)} on average, the "
+                  f"federated model {_fmt(o.federated)}; pooling all raw data (possible only "
+                  f"in simulation) gives {_fmt(o.pooled)}.")
 
 
 def write_comparison(cmp: Comparison, folder: Path) -> None:

@@ -28,7 +28,9 @@ def load_tables(cfg: RunConfig) -> dict[str, pd.DataFrame]:
     if d.institutions:
         return {i.name: read_table(cfg.resolve(i.path), d.columns, d.na_values)
                 for i in d.institutions}
-    assert d.partition is not None
+    if d.partition is None:
+        raise ConfigError("data: no source; give [[data.institutions]] (one CSV each), "
+                          "[data.partition] (one CSV to split), or tables in Python")
     p = d.partition
     frame = read_table(cfg.resolve(p.path), d.columns, d.na_values)
     if p.method == "column":

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from fedsilo.algorithms.base import Strategy
@@ -30,6 +31,7 @@ from fedsilo.data.preprocessing import Preprocessor
 from fedsilo.data.schema import Schema
 from fedsilo.engine.events import EventBus, Listener
 from fedsilo.engine.sync_runner import RunHistory, RunSettings, run_sync
+from fedsilo.errors import DataError
 from fedsilo.evaluation.metrics import PRIMARY, weighted_mean
 from fedsilo.evaluation.plots import plot_rounds
 from fedsilo.evaluation.report import Comparison, build_comparison, write_comparison, write_history
@@ -71,12 +73,22 @@ def train(cfg: RunConfig, datas: Mapping[str, LocalData], strategy: Strategy, ru
     return run_sync(strategy, InProcessTransport(clients), initial, settings, bus)
 
 
-def run_simulation(cfg: RunConfig, phase: PhaseListener | None = None,
-                   write: bool = True) -> SimulationResult:
-    """Federated run plus (if `run.compare`) the local-only and pooled references."""
+def run_simulation(cfg: RunConfig, phase: PhaseListener | None = None, write: bool = True,
+                   tables: Mapping[str, pd.DataFrame] | None = None) -> SimulationResult:
+    """Federated run plus (if `run.compare`) the local-only and pooled references.
+
+    Args:
+        cfg: the validated run config.
+        phase: called with (phase name, rounds) before each training; may return a listener
+            for that phase's round events (progress display).
+        write: write the results folder.
+        tables: institution name -> DataFrame, used instead of the config's data source.
+    """
     torch.set_num_threads(cfg.run.torch_threads)
     phase = phase or (lambda name, rounds: None)
-    tables = load_tables(cfg)
+    tables = dict(tables) if tables is not None else load_tables(cfg)
+    if not tables:
+        raise DataError("no institutions: the data source holds no table")
     schema = build_schema(cfg, next(iter(tables.values())))
     splits = split_institutions(tables, schema, cfg.data.test_fraction, cfg.run.seed)
     pre = federated_preprocessor(splits, schema)
