@@ -33,7 +33,8 @@ class Accumulator:
 class Layer(Protocol):
     """One layer of an aggregator stack."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def init(self) -> Any: ...
 

@@ -7,11 +7,13 @@ Any failure becomes `Reply.error` (a code and a reason): the server keeps servin
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from fedsilo.aggregation.base import Layer
 from fedsilo.algorithms.client_work import get_client_work
 from fedsilo.client.trainer import Trainer
 from fedsilo.core.messages import ErrorInfo, Reply, Task, TaskKind
+from fedsilo.core.params import Params
 from fedsilo.core.rng import generator
 from fedsilo.errors import FedsiloError
 
@@ -27,22 +29,26 @@ class Client:
         self.encoder = encoder
 
     def handle(self, task: Task) -> Reply:
-        base = {"task_id": task.task_id, "client_id": self.client_id, "round": task.round,
-                "model_version": task.model_version}
         try:
             if task.kind is TaskKind.EVALUATE:
                 n, metrics = self.trainer.evaluate(task.params)
-                return Reply(num_examples=n, metrics=metrics, **base)
+                return self._reply(task, n, metrics=metrics)
             work = get_client_work(str(task.config.get("work", "local_training")))
             rng = generator(int(task.config.get("seed", 0)), task.round, self.client_id, "fit")
             update, n, metrics = work(self.trainer, task.params, dict(task.config), rng)
             encoded = self.encoder.encode(update, n, task.layer_config)
-            return Reply(num_examples=n, update=encoded, metrics=metrics, **base)
+            return self._reply(task, n, update=encoded, metrics=metrics)
         except FedsiloError as e:
-            return Reply(num_examples=0, error=ErrorInfo(e.code, str(e)), **base)
+            return self._reply(task, 0, error=ErrorInfo(e.code, str(e)))
         except Exception as e:  # a crash in user training code must not stop the server
             log.warning("client %s: task %s failed: %s: %s", self.client_id, task.task_id,
                         type(e).__name__, e)
             log.debug("traceback", exc_info=True)
-            return Reply(num_examples=0, error=ErrorInfo("client_training_error",
-                                                         f"{type(e).__name__}: {e}"), **base)
+            return self._reply(task, 0, error=ErrorInfo("client_training_error",
+                                                        f"{type(e).__name__}: {e}"))
+
+    def _reply(self, task: Task, num_examples: int, update: Params | None = None,
+               metrics: Mapping[str, float] | None = None,
+               error: ErrorInfo | None = None) -> Reply:
+        return Reply(task.task_id, self.client_id, task.round, task.model_version,
+                     num_examples, update, dict(metrics or {}), {}, error)

@@ -27,6 +27,7 @@ class SklearnTrainer:
         self._x = np.ascontiguousarray(data.x_train, dtype=np.float64)  # sklearn's SGD is f64
         d, c = data.num_features, data.num_classes
         rows = 1 if data.task == "binary" else c
+        self._shapes: dict[str, tuple[int, ...]]
         if data.task == "regression":
             self._shapes = {"coef": (d,), "intercept": (1,)}
         else:

@@ -24,11 +24,11 @@ class _Section(BaseModel):
 class RunSection(_Section):
     name: str = "run"
     seed: int = 0
-    rounds: int = Field(10, ge=1)
-    evaluate_every: int = Field(1, ge=1)
+    rounds: int = Field(default=10, ge=1)
+    evaluate_every: int = Field(default=1, ge=1)
     output_dir: str = "results"
     compare: bool = True
-    torch_threads: int = Field(1, ge=1)
+    torch_threads: int = Field(default=1, ge=1)
 
 
 class InstitutionSource(_Section):
@@ -39,8 +39,8 @@ class InstitutionSource(_Section):
 class PartitionSection(_Section):
     path: str
     method: Literal["iid", "dirichlet", "quantity", "column"] = "iid"
-    institutions: int | None = Field(None, ge=1)
-    alpha: float = Field(0.5, gt=0)
+    institutions: int | None = Field(default=None, ge=1)
+    alpha: float = Field(default=0.5, gt=0)
     column: str | None = None
     merge: dict[str, str] = {}
 
@@ -63,7 +63,7 @@ class DataSection(_Section):
     na_values: list[str] = ["?", ""]
     positive_above: float | None = None
     scale_target: bool = True
-    test_fraction: float = Field(0.25, gt=0, lt=1)
+    test_fraction: float = Field(default=0.25, gt=0, lt=1)
     institutions: list[InstitutionSource] = []
     partition: PartitionSection | None = None
 
@@ -92,13 +92,13 @@ class ModelSection(_Section):
 
 
 class ClientSection(_Section):
-    epochs: int | None = Field(None, ge=1)
-    steps: int | None = Field(None, ge=1)
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(0.01, gt=0)
+    epochs: int | None = Field(default=None, ge=1)
+    steps: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    lr: float = Field(default=0.01, gt=0)
     optimizer: Literal["sgd", "adam"] = "sgd"
-    momentum: float = Field(0.0, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(default=0.0, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
 
     @model_validator(mode="after")
     def _epochs_or_steps(self) -> ClientSection:
@@ -115,24 +115,24 @@ class ClientSection(_Section):
 
 class StrategySection(_Section):
     name: Literal["fedavg", "fedsgd", "fedadam", "fedavgm"] = "fedavg"
-    fraction: float = Field(1.0, gt=0, le=1)
-    min_clients: int = Field(1, ge=1)
+    fraction: float = Field(default=1.0, gt=0, le=1)
+    min_clients: int = Field(default=1, ge=1)
     weighted: bool = True
-    server_lr: float | None = Field(None, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    beta1: float = Field(0.9, ge=0, lt=1)
-    beta2: float = Field(0.999, ge=0, lt=1)
-    eps: float = Field(1e-8, gt=0)
+    server_lr: float | None = Field(default=None, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    beta1: float = Field(default=0.9, ge=0, lt=1)
+    beta2: float = Field(default=0.999, ge=0, lt=1)
+    eps: float = Field(default=1e-8, gt=0)
 
 
 class RunConfig(_Section):
     """A whole simulation: run, data, model, client, strategy sections."""
 
-    run: RunSection = RunSection()
+    run: RunSection = Field(default_factory=RunSection)
     data: DataSection
     model: ModelSection
-    client: ClientSection = ClientSection()
-    strategy: StrategySection = StrategySection()
+    client: ClientSection = Field(default_factory=ClientSection)
+    strategy: StrategySection = Field(default_factory=StrategySection)
     base_dir: Path = Path(".")
 
     def resolve(self, path: str) -> Path:

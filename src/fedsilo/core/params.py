@@ -106,6 +106,3 @@ def global_norm(params: Mapping[str, np.ndarray]) -> float:
     """L2 norm of all arrays taken together."""
     return float(np.sqrt(sum(float(np.vdot(a, a)) for a in params.values())))
 
-
-def allclose(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], **tol: float) -> bool:
-    return a.keys() == b.keys() and all(np.allclose(a[n], b[n], **tol) for n in a)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -48,13 +47,3 @@ class Schema:
         if missing:
             raise DataError(f"{where}: missing column(s) {missing}; "
                             f"columns present: {list(frame.columns)}")
-
-    @classmethod
-    def infer(cls, frame: pd.DataFrame, target: str, task: str,
-              categorical: Sequence[str] = (), exclude: Sequence[str] = (),
-              **kw: object) -> Schema:
-        """Numeric features = every column not the target, not categorical, not excluded."""
-        skip = {target, *categorical, *exclude}
-        numeric = tuple(c for c in frame.columns if c not in skip)
-        return cls(target=target, task=task, numeric=numeric, categorical=tuple(categorical),
-                   **kw)  # type: ignore[arg-type]

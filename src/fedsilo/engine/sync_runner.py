@@ -42,10 +42,12 @@ def run_sync(strategy: Strategy, transport: ServerTransport, initial: Params,
              settings: RunSettings, bus: EventBus | None = None) -> RunHistory:
     """Run `settings.rounds` synchronous rounds from `initial` parameters."""
     bus = bus or EventBus()
-    history = RunHistory(state=strategy.init(initial))
+    state = strategy.init(initial)
+    history = RunHistory(state=state)
     bus.subscribe(history.events.append)
     for rnd in range(1, settings.rounds + 1):
-        history.state = _one_round(strategy, transport, history.state, rnd, settings, bus)
+        state = _one_round(strategy, transport, state, rnd, settings, bus)
+        history.state = state
     return history
 
 

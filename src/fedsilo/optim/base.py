@@ -25,7 +25,8 @@ class OptState:
 
 
 class ServerOptimizer(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def init(self, params: Params) -> OptState: ...
 

@@ -158,6 +158,6 @@ def write_results(result: SimulationResult) -> Path:
         write_comparison(result.comparison, folder)
     plot_rounds(result.rounds, metric, folder / "metrics.png", result.comparison,
                 title=f"{cfg.run.name}: {metric} per round")
-    np.savez(folder / "model.npz", **result.history.params)
+    np.savez(folder / "model.npz", **result.history.params)  # type: ignore[arg-type]
     (folder / "features.json").write_text(json.dumps(result.feature_names))
     return folder
