@@ -12,10 +12,9 @@ import numpy as np
 from sklearn.linear_model import SGDClassifier, SGDRegressor
 
 from fedsilo.client.local_data import LocalData
-from fedsilo.client.trainer import TrainConfig, batches
+from fedsilo.client.trainer import TrainConfig, batches, evaluate_on_test
 from fedsilo.core.params import Params
 from fedsilo.errors import ConfigError
-from fedsilo.evaluation.metrics import compute
 
 
 class SklearnTrainer:
@@ -60,13 +59,8 @@ class SklearnTrainer:
                           "(use a PyTorch model)")
 
     def evaluate(self, params: Params) -> tuple[int, dict[str, float]]:
-        d = self.data
-        pred = self.predict(params, d.x_test)
-        if d.task == "regression":
-            y, pred = d.y_test * d.target_std + d.target_mean, pred * d.target_std + d.target_mean
-        else:
-            y = d.y_test
-        return len(d.y_test), compute(d.task, y, pred)
+        """Metrics on this institution's held-out split, in the target's original units."""
+        return evaluate_on_test(self, self.data, params)
 
     def predict(self, params: Params, x: np.ndarray) -> np.ndarray:
         z = x.astype(np.float64) @ np.atleast_2d(params["coef"]).T + params["intercept"]

@@ -13,9 +13,8 @@ import torch
 from torch import nn
 
 from fedsilo.client.local_data import LocalData
-from fedsilo.client.trainer import TrainConfig, batches
+from fedsilo.client.trainer import TrainConfig, batches, evaluate_on_test
 from fedsilo.core.params import Params
-from fedsilo.evaluation.metrics import compute
 
 
 def _loss_fn(task: str) -> nn.Module:
@@ -99,13 +98,7 @@ class TorchTrainer:
 
     def evaluate(self, params: Params) -> tuple[int, dict[str, float]]:
         """Metrics on this institution's held-out split, in the target's original units."""
-        d = self.data
-        pred = self.predict(params, d.x_test)
-        if d.task == "regression":
-            y, pred = d.y_test * d.target_std + d.target_mean, pred * d.target_std + d.target_mean
-        else:
-            y = d.y_test
-        return len(d.y_test), compute(d.task, y, pred)
+        return evaluate_on_test(self, self.data, params)
 
     def predict(self, params: Params, x: np.ndarray) -> np.ndarray:
         """Probabilities (binary: P(y=1); multiclass: one row per class) or values."""

@@ -8,8 +8,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from fedsilo.client.local_data import LocalData
 from fedsilo.core.params import Params
 from fedsilo.errors import ConfigError
+from fedsilo.evaluation.metrics import compute
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -72,3 +74,15 @@ def batches(n: int, cfg: TrainConfig, rng: np.random.Generator) -> list[np.ndarr
         perm = rng.permutation(n)
         out.extend(perm[i:i + size] for i in range(0, n, size))
     return out[:wanted] if wanted is not None else out
+
+
+def evaluate_on_test(trainer: Trainer, data: LocalData,
+                     params: Params) -> tuple[int, dict[str, float]]:
+    """Metrics of `params` on the institution's held-out split, in the target's original
+    units (a standardised regression target is mapped back before scoring)."""
+    pred = trainer.predict(params, data.x_test)
+    y = data.y_test
+    if data.task == "regression":
+        y = y * data.target_std + data.target_mean
+        pred = pred * data.target_std + data.target_mean
+    return len(y), compute(data.task, y, pred)
