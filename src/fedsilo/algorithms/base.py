@@ -142,8 +142,8 @@ class Strategy:
     def evaluate_tasks(self, state: ServerState, clients: Sequence[str], round: int,
                        run_id: str) -> list[Task]:
         """Federated evaluation: every institution scores the global model on its test split."""
-        return [Task(run_id, round, state.version, TaskKind.EVALUATE, cid, state.params)
-                for cid in sorted(clients)]
+        return [Task(run_id, round, state.version, TaskKind.EVALUATE, cid, state.params,
+                     dict(self.client_config)) for cid in sorted(clients)]
 
     def _validate(self, open_round: OpenRound, reply: Reply) -> None:
         if reply.client_id not in open_round.cohort:

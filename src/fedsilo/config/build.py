@@ -1,22 +1,57 @@
-"""Builds strategies and schemas from a validated config."""
+"""Builds strategies, schemas and the run setup (model, aggregator, preprocessing specs) from a
+validated config. The setup travels in every task, so institutions build what the server
+built."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
 import pandas as pd
 
+from fedsilo.aggregation.build import build_aggregator
 from fedsilo.algorithms.base import Strategy
 from fedsilo.algorithms.fedavg import fedavg, fedsgd
 from fedsilo.config.schema import RunConfig
+from fedsilo.core.rng import derive_seed
+from fedsilo.data.preprocessing import Preprocessor
 from fedsilo.data.schema import Schema
 from fedsilo.optim import ServerOptimizer, adam, sgd
 
 
-def build_strategy(cfg: RunConfig) -> Strategy:
-    """The strategy named in [strategy], with the [client] settings its tasks carry."""
+def model_spec(cfg: RunConfig) -> dict[str, Any]:
+    return {"kind": cfg.model.kind, "framework": cfg.model.framework,
+            "hidden": list(cfg.model.hidden), "seed": derive_seed(cfg.run.seed, "model")}
+
+
+def aggregator_spec(cfg: RunConfig) -> dict[str, Any]:
+    return {"layer": "mean", "weighted": cfg.strategy.weighted}
+
+
+def run_setup(cfg: RunConfig, prepare: Mapping[str, Any],
+              preprocessor: Preprocessor) -> dict[str, Any]:
+    """What every task carries so an institution can build its client: how to read and split
+    its data, the fitted preprocessing, the model and the aggregator's client half."""
+    return {"data": dict(prepare), "preprocessor": preprocessor.to_dict(),
+            "model": model_spec(cfg), "aggregator": aggregator_spec(cfg)}
+
+
+def build_strategy(cfg: RunConfig, setup: Mapping[str, Any] | None = None) -> Strategy:
+    """The strategy named in [strategy]; its tasks carry the [client] settings and `setup`."""
+    strategy = _strategy(cfg)
+    if setup is None:
+        return strategy
+    return dataclasses.replace(strategy, client_config={**strategy.client_config,
+                                                        "setup": dict(setup)})
+
+
+def _strategy(cfg: RunConfig) -> Strategy:
     s, client = cfg.strategy, cfg.client.train_config()
+    aggregator = build_aggregator(aggregator_spec(cfg))
     if s.name == "fedsgd":
         return fedsgd(s.server_lr or cfg.client.lr, fraction=s.fraction,
-                      min_clients=s.min_clients, weighted=s.weighted)
+                      min_clients=s.min_clients, aggregator=aggregator)
     optimizer: ServerOptimizer
     if s.name == "fedadam":
         optimizer = adam(s.server_lr or 0.01, s.beta1, s.beta2, s.eps)
@@ -24,7 +59,7 @@ def build_strategy(cfg: RunConfig) -> Strategy:
         optimizer = sgd(s.server_lr or 1.0, s.momentum)
     else:
         optimizer = sgd(s.server_lr or 1.0)
-    return fedavg(client, fraction=s.fraction, min_clients=s.min_clients, weighted=s.weighted,
+    return fedavg(client, fraction=s.fraction, min_clients=s.min_clients, aggregator=aggregator,
                   optimizer=optimizer, name=s.name)
 
 

@@ -11,6 +11,7 @@ from fedsilo.core.params import Params
 
 
 class TaskKind(str, Enum):
+    PREPARE = "prepare"    # share training-split statistics for federated preprocessing
     FIT = "fit"
     EVALUATE = "evaluate"
 

@@ -10,7 +10,9 @@ rounding), and a `Preprocessor` built from them imputes, standardises and one-ho
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,6 +26,11 @@ Moments = tuple[int, float, float]  # non-missing count, sum, sum of squares
 def _moments(values: pd.Series) -> Moments:
     v = pd.to_numeric(values, errors="coerce").dropna().to_numpy(dtype=np.float64)
     return len(v), float(v.sum()), float(np.dot(v, v))
+
+
+def _moments_of(m: Any) -> Moments:
+    n, total, squares = m
+    return int(n), float(total), float(squares)
 
 
 def _add(a: Moments, b: Moments) -> Moments:
@@ -70,6 +77,21 @@ class LocalStatistics:
             return cls(len(frame), numeric, cats, target=_moments(y))
         classes = {str(k): int(v) for k, v in as_labels(y).value_counts().items()}
         return cls(len(frame), numeric, cats, classes=classes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form: this is all an institution sends about its rows."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LocalStatistics:
+        try:
+            return cls(int(d["rows"]), {c: _moments_of(m) for c, m in d["numeric"].items()},
+                       {c: {str(k): int(v) for k, v in cats.items()}
+                        for c, cats in d["categories"].items()},
+                       _moments_of(d["target"]) if d.get("target") is not None else None,
+                       {str(k): int(v) for k, v in d.get("classes", {}).items()})
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise DataError(f"malformed statistics from an institution: {e!r}") from None
 
     def merge(self, other: LocalStatistics) -> LocalStatistics:
         """The statistics of both institutions' rows together."""
@@ -137,6 +159,15 @@ class Preprocessor:
             t_mean, t_std = stats.mean_std(stats.target)
             t_std = t_std if t_std > 0 else 1.0
         return cls(schema, means, stds, levels, classes, t_mean, t_std)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "schema": self.schema.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Preprocessor:
+        return cls(Schema.from_dict(d["schema"]), dict(d["means"]), dict(d["stds"]),
+                   {c: tuple(v) for c, v in d["levels"].items()}, tuple(d["classes"]),
+                   float(d["target_mean"]), float(d["target_std"]))
 
     @property
     def feature_names(self) -> list[str]:

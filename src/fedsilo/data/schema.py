@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -40,6 +42,14 @@ class Schema:
     @property
     def features(self) -> tuple[str, ...]:
         return self.numeric + self.categorical
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Schema:
+        return cls(**{**d, "numeric": tuple(d["numeric"]),
+                      "categorical": tuple(d["categorical"])})
 
     def check(self, frame: pd.DataFrame, where: str) -> None:
         """Raise DataError naming every declared column that `frame` lacks."""

@@ -59,6 +59,7 @@ def _one_round(strategy: Strategy, transport: ServerTransport, state: ServerStat
     transport.dispatch(tasks)
     for reply in transport.poll(settings.round_timeout):
         rejection = strategy.accept(open_round, reply)
+        transport.acknowledge(reply, rejection)
         if rejection is not None:
             log.warning("round %d: rejected %s: [%s] %s", rnd, rejection.client_id,
                         rejection.code, rejection.reason)
@@ -68,7 +69,8 @@ def _one_round(strategy: Strategy, transport: ServerTransport, state: ServerStat
     evaluation: dict[str, dict[str, float]] = {}
     sizes: list[float] = []
     if rnd % settings.evaluate_every == 0 or rnd == settings.rounds:
-        evaluation, sizes = _evaluate(strategy, transport, state, rnd, settings.run_id)
+        evaluation, sizes = _evaluate(strategy, transport, state, rnd, settings.run_id,
+                                      settings.round_timeout)
     bus.publish(RoundEvent(
         round=rnd, version=state.version, participants=tuple(open_round.received),
         rejected={r.client_id: f"[{r.code}] {r.reason}" for r in open_round.rejected},
@@ -79,11 +81,13 @@ def _one_round(strategy: Strategy, transport: ServerTransport, state: ServerStat
 
 
 def _evaluate(strategy: Strategy, transport: ServerTransport, state: ServerState, rnd: int,
-              run_id: str) -> tuple[dict[str, dict[str, float]], list[float]]:
+              run_id: str, timeout: float | None) -> tuple[dict[str, dict[str, float]],
+                                                           list[float]]:
     transport.dispatch(strategy.evaluate_tasks(state, transport.clients(), rnd, run_id))
     results: dict[str, dict[str, float]] = {}
     sizes: dict[str, float] = {}
-    for reply in transport.poll():
+    for reply in transport.poll(timeout):
+        transport.acknowledge(reply, None)
         if reply.ok and reply.num_examples > 0:
             results[reply.client_id] = dict(reply.metrics)
             sizes[reply.client_id] = float(reply.num_examples)

@@ -1,20 +1,15 @@
-"""Turning a run config's [data] section into institution tables, and tables into Clients."""
+"""Turning a run config's [data] section into institution tables."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import pandas as pd
 
-from fedsilo.aggregation.base import Layer
-from fedsilo.client.client import Client
 from fedsilo.client.local_data import LocalData
-from fedsilo.client.models import build_model
-from fedsilo.client.sklearn_trainer import SklearnTrainer
-from fedsilo.client.torch_trainer import TorchTrainer
 from fedsilo.client.trainer import Trainer
 from fedsilo.config.schema import RunConfig
-from fedsilo.core.rng import derive_seed, generator
+from fedsilo.core.rng import generator
 from fedsilo.data import partition
 from fedsilo.data.loading import read_table
 from fedsilo.errors import ConfigError, DataError
@@ -53,18 +48,3 @@ def load_tables(cfg: RunConfig) -> dict[str, pd.DataFrame]:
     width = len(str(k - 1))
     return {f"inst-{i:0{width}d}": frame.iloc[idx].reset_index(drop=True)
             for i, idx in enumerate(idx_list)}
-
-
-def trainer_factory(cfg: RunConfig, num_features: int, num_outputs: int,
-                    task: str) -> TrainerFactory:
-    """Makes trainers that share one seeded model object (institutions run one at a time)."""
-    if cfg.model.framework == "sklearn":
-        return SklearnTrainer
-    model = build_model(cfg.model.kind, num_features, num_outputs, task, cfg.model.hidden,
-                        seed=derive_seed(cfg.run.seed, "model"))
-    return lambda data: TorchTrainer(model, data)
-
-
-def make_clients(datas: Mapping[str, LocalData], make: TrainerFactory,
-                 encoder: Layer) -> dict[str, Client]:
-    return {name: Client(name, make(data), encoder) for name, data in datas.items()}

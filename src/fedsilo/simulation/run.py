@@ -14,28 +14,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fedsilo.algorithms.base import Strategy
-from fedsilo.algorithms.sampling import UniformSampler
-from fedsilo.client.local_data import LocalData
-from fedsilo.config.build import build_schema, build_strategy
+from fedsilo.client.factory import ModelCache, make_trainer
+from fedsilo.client.institution import Institution
+from fedsilo.config.build import build_schema
 from fedsilo.config.schema import RunConfig
-from fedsilo.core.params import Params
-from fedsilo.data.prepare import (
-    InstitutionSplit,
-    federated_preprocessor,
-    local_data,
-    pooled,
-    split_institutions,
-)
-from fedsilo.data.preprocessing import Preprocessor
-from fedsilo.data.schema import Schema
-from fedsilo.engine.events import EventBus, Listener
-from fedsilo.engine.sync_runner import RunHistory, RunSettings, run_sync
+from fedsilo.data.prepare import InstitutionSplit, local_data, pooled
+from fedsilo.engine.events import Listener
+from fedsilo.engine.sync_runner import RunHistory
 from fedsilo.errors import DataError
 from fedsilo.evaluation.metrics import PRIMARY, weighted_mean
 from fedsilo.evaluation.plots import plot_rounds
 from fedsilo.evaluation.report import Comparison, build_comparison, write_comparison, write_history
-from fedsilo.simulation.institutions import load_tables, make_clients, trainer_factory
+from fedsilo.session import SessionResult, run_session
+from fedsilo.simulation.institutions import load_tables
 from fedsilo.transport.inprocess import InProcessTransport
 
 PhaseListener = Callable[[str, int], Listener | None]
@@ -58,21 +49,6 @@ class SimulationResult:
         return self.history.events[-1].federated
 
 
-def train(cfg: RunConfig, datas: Mapping[str, LocalData], strategy: Strategy, run_id: str,
-          listener: Listener | None = None, evaluate_every: int | None = None) -> RunHistory:
-    """One federated training over `datas` (one in-process Client per institution)."""
-    any_data = next(iter(datas.values()))
-    make = trainer_factory(cfg, any_data.num_features, any_data.num_outputs, any_data.task)
-    clients = make_clients(datas, make, strategy.aggregator)
-    initial = next(iter(clients.values())).trainer.initial_params()
-    bus = EventBus()
-    if listener is not None:
-        bus.subscribe(listener)
-    settings = RunSettings(run_id, cfg.run.seed, cfg.run.rounds,
-                           evaluate_every or cfg.run.evaluate_every)
-    return run_sync(strategy, InProcessTransport(clients), initial, settings, bus)
-
-
 def run_simulation(cfg: RunConfig, phase: PhaseListener | None = None, write: bool = True,
                    tables: Mapping[str, pd.DataFrame] | None = None) -> SimulationResult:
     """Federated run plus (if `run.compare`) the local-only and pooled references.
@@ -90,54 +66,60 @@ def run_simulation(cfg: RunConfig, phase: PhaseListener | None = None, write: bo
     if not tables:
         raise DataError("no institutions: the data source holds no table")
     schema = build_schema(cfg, next(iter(tables.values())))
-    splits = split_institutions(tables, schema, cfg.data.test_fraction, cfg.run.seed)
-    pre = federated_preprocessor(splits, schema)
-    datas = {s.name: local_data(s, pre) for s in splits}
-    strategy = build_strategy(cfg)
-    history = train(cfg, datas, strategy, cfg.run.name, phase("federated", cfg.run.rounds))
+    for name, table in tables.items():
+        schema.check(table, f"institution '{name}'")
+    models = ModelCache()
+    institutions = {n: Institution(n, t, models) for n, t in sorted(tables.items())}
+    session = run_session(cfg, InProcessTransport(institutions), schema, cfg.run.name,
+                          listener=phase("federated", cfg.run.rounds))
     comparison = None
     if cfg.run.compare:
-        comparison = _compare(cfg, splits, schema, pre.classes, strategy,
-                              history.events[-1].evaluation, phase)
-    result = SimulationResult(cfg, history, comparison, pre.feature_names)
+        comparison = _compare(cfg, institutions, session, phase)
+    result = SimulationResult(cfg, session.history, comparison,
+                              session.preprocessor.feature_names)
     if write:
         result.output_dir = write_results(result)
     return result
 
 
-def _compare(cfg: RunConfig, splits: list[InstitutionSplit], schema: Schema,
-             classes: tuple[str, ...], strategy: Strategy,
-             federated: Mapping[str, Mapping[str, float]],
+def _compare(cfg: RunConfig, institutions: Mapping[str, Institution], fed: SessionResult,
              phase: PhaseListener) -> Comparison:
     """Same recipe (model, client work, server optimizer, rounds), other data: each
-    institution alone with its own preprocessing, and all rows pooled in one place."""
-    alone = dataclasses.replace(strategy, sampler=UniformSampler(1.0, 1), min_replies=1)
-    every = cfg.run.rounds
+    institution alone with its own preprocessing, and all training rows pooled in one place.
+    Every model is scored on the same held-out rows as the federated one."""
+    schema, classes = fed.preprocessor.schema, fed.preprocessor.classes
+    alone = cfg.model_copy(update={"strategy": cfg.strategy.model_copy(
+        update={"fraction": 1.0, "min_clients": 1})})
+    splits = [inst.split(fed.setup["data"]) for inst in institutions.values()]
     local, local_everywhere = {}, {}
-    for s in splits:
-        own_pre = federated_preprocessor([s], schema, classes)
-        h = train(cfg, {s.name: local_data(s, own_pre)}, alone, f"{cfg.run.name}/local/{s.name}",
-                  phase(f"local-only {s.name}", every), every)
-        scores = _score_everywhere(cfg, h.params, splits, own_pre)
-        local[s.name] = scores[s.name]
-        local_everywhere[s.name] = weighted_mean(list(scores.values()),
-                                                 [len(x.test) for x in splits])
-    all_rows = pooled(splits)
-    pooled_pre = federated_preprocessor([all_rows], schema, classes)
-    h = train(cfg, {"pooled": local_data(all_rows, pooled_pre)}, alone, f"{cfg.run.name}/pooled",
-              phase("pooled", every), every)
+    for name, inst in institutions.items():
+        own = run_session(alone, InProcessTransport({name: Institution(name, split=inst.split(
+            fed.setup["data"]))}), schema, f"{cfg.run.name}/local/{name}",
+            listener=phase(f"local-only {name}", cfg.run.rounds),
+            evaluate_every=cfg.run.rounds, classes=classes)
+        scores = _score_everywhere(cfg, own, splits)
+        local[name] = scores[name]
+        local_everywhere[name] = weighted_mean(list(scores.values()),
+                                               [len(s.test) for s in splits])
+    everyone = Institution("pooled", split=pooled(splits))
+    pool = run_session(alone, InProcessTransport({"pooled": everyone}), schema,
+                       f"{cfg.run.name}/pooled", listener=phase("pooled", cfg.run.rounds),
+                       evaluate_every=cfg.run.rounds, classes=classes)
     sizes = {s.name: len(s.test) for s in splits}
-    return build_comparison(PRIMARY[schema.task], sizes, local, local_everywhere, federated,
-                            _score_everywhere(cfg, h.params, splits, pooled_pre))
+    return build_comparison(PRIMARY[schema.task], sizes, local, local_everywhere,
+                            fed.history.events[-1].evaluation,
+                            _score_everywhere(cfg, pool, splits))
 
 
-def _score_everywhere(cfg: RunConfig, params: Params, splits: list[InstitutionSplit],
-                      pre: Preprocessor) -> dict[str, dict[str, float]]:
-    """Metrics of one model on every institution's test rows, preprocessed by `pre`."""
-    datas = {s.name: local_data(s, pre) for s in splits}
-    any_data = next(iter(datas.values()))
-    make = trainer_factory(cfg, any_data.num_features, any_data.num_outputs, any_data.task)
-    return {name: make(d).evaluate(params)[1] for name, d in datas.items()}
+def _score_everywhere(cfg: RunConfig, session: SessionResult,
+                      splits: list[InstitutionSplit]) -> dict[str, dict[str, float]]:
+    """Metrics of a session's final model on every institution's test rows, preprocessed
+    the way that session preprocessed its own data."""
+    out = {}
+    for s in splits:
+        trainer = make_trainer(session.setup["model"], local_data(s, session.preprocessor))
+        out[s.name] = trainer.evaluate(session.history.params)[1]
+    return out
 
 
 def write_results(result: SimulationResult) -> Path:

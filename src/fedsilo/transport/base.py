@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from fedsilo.core.messages import Reply, Task
+
+if TYPE_CHECKING:
+    from fedsilo.algorithms.base import Rejection
 
 
 class ServerTransport(Protocol):
@@ -19,6 +22,10 @@ class ServerTransport(Protocol):
 
     def poll(self, timeout: float | None = None) -> Iterator[Reply]:
         """Yield replies as they arrive, until every dispatched task is answered or timeout."""
+        ...
+
+    def acknowledge(self, reply: Reply, rejection: Rejection | None) -> None:
+        """Tell the institution whether its reply was accepted (or why not)."""
         ...
 
     def close(self) -> None: ...

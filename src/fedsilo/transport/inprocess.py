@@ -1,4 +1,4 @@
-"""In-process transport: runs each institution's Client directly, one task at a time.
+"""In-process transport: runs each institution directly, one task at a time.
 
 No serialisation and no copies: the task's arrays are handed to the client as they are, and each
 reply is yielded as soon as it exists so the server folds it into its accumulator before the next
@@ -9,14 +9,23 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol
 
-from fedsilo.client.client import Client
 from fedsilo.core.messages import Reply, Task
 from fedsilo.errors import UnknownClient
 
+if TYPE_CHECKING:
+    from fedsilo.algorithms.base import Rejection
+
+
+class Handler(Protocol):
+    """Anything that answers a task: a Client, an Institution."""
+
+    def handle(self, task: Task) -> Reply: ...
+
 
 class InProcessTransport:
-    def __init__(self, clients: Mapping[str, Client]) -> None:
+    def __init__(self, clients: Mapping[str, Handler]) -> None:
         self._clients = dict(clients)
         self._queue: deque[Task] = deque()
 
@@ -33,6 +42,9 @@ class InProcessTransport:
         while self._queue:
             task = self._queue.popleft()
             yield self._clients[task.client_id].handle(task)
+
+    def acknowledge(self, reply: Reply, rejection: Rejection | None) -> None:
+        """Nothing to send back: the rejection is in the round's event."""
 
     def close(self) -> None:
         self._queue.clear()

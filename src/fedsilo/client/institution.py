@@ -1,0 +1,94 @@
+"""Institution: one data holder's side of a run, the same in simulation and deployment.
+
+Its raw table never leaves this object. It answers a `prepare` task with aggregates of its
+training split (for federated preprocessing), and fit / evaluate tasks through a `Client`
+built from the run's setup, which every task carries: the fitted preprocessing, the model spec
+and the aggregator spec. A restarted institution rebuilds everything from its next task.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pandas as pd
+
+from fedsilo.aggregation.build import build_aggregator
+from fedsilo.client.client import Client
+from fedsilo.client.factory import ModelCache, make_trainer
+from fedsilo.core.messages import ErrorInfo, Reply, Task, TaskKind
+from fedsilo.data.prepare import InstitutionSplit, local_data, split_institutions
+from fedsilo.data.preprocessing import LocalStatistics, Preprocessor
+from fedsilo.data.schema import Schema
+from fedsilo.errors import ConfigError, FedsiloError
+
+TableSource = Callable[[Mapping[str, Any]], pd.DataFrame]
+
+
+class Institution:
+    """Args:
+        name: the institution's name (its certificate's common name in deployment).
+        table: its rows, or a function of the server's read options returning them.
+        models: where torch models come from (simulation shares one cache).
+        split: a fixed train/test split, instead of splitting `table` (pooled reference).
+    """
+
+    def __init__(self, name: str, table: pd.DataFrame | TableSource | None = None,
+                 models: ModelCache | None = None, split: InstitutionSplit | None = None):
+        self.name = name
+        self._table = table
+        self._fixed = split
+        self._models = models or ModelCache()
+        self._splits: dict[str, InstitutionSplit] = {}
+        self._clients: dict[str, Client] = {}
+
+    def handle(self, task: Task) -> Reply:
+        if task.kind is TaskKind.PREPARE:
+            return self._prepare(task)
+        try:
+            client = self._client(task.config)
+        except FedsiloError as e:
+            return Reply(task.task_id, self.name, task.round, task.model_version, 0,
+                         error=ErrorInfo(e.code, str(e)))
+        return client.handle(task)
+
+    def split(self, config: Mapping[str, Any]) -> InstitutionSplit:
+        """This institution's train/test split for the run described by `config`."""
+        if self._fixed is not None:
+            return self._fixed
+        key = json.dumps({k: config[k] for k in ("schema", "read", "split")}, sort_keys=True)
+        if key not in self._splits:
+            schema = Schema.from_dict(config["schema"])
+            table = self._table(config["read"]) if callable(self._table) else self._table
+            if table is None:
+                raise ConfigError(f"institution '{self.name}' has no data")
+            s = config["split"]
+            self._splits[key] = split_institutions({self.name: table}, schema,
+                                                   float(s["test_fraction"]), int(s["seed"]))[0]
+        return self._splits[key]
+
+    def _prepare(self, task: Task) -> Reply:
+        try:
+            split = self.split(task.config)
+            stats = LocalStatistics.of(split.train, Schema.from_dict(task.config["schema"]))
+            return Reply(task.task_id, self.name, task.round, task.model_version,
+                         len(split.train), payload={"statistics": stats.to_dict()})
+        except FedsiloError as e:
+            return Reply(task.task_id, self.name, task.round, task.model_version, 0,
+                         error=ErrorInfo(e.code, str(e)))
+        except (KeyError, TypeError, ValueError) as e:
+            return Reply(task.task_id, self.name, task.round, task.model_version, 0,
+                         error=ErrorInfo("config_error", f"prepare task malformed: {e!r}"))
+
+    def _client(self, config: Mapping[str, Any]) -> Client:
+        setup = config.get("setup")
+        if not isinstance(setup, Mapping):
+            raise ConfigError("task carries no run setup (preprocessing, model, aggregator)")
+        key = json.dumps(setup, sort_keys=True)
+        if key not in self._clients:
+            pre = Preprocessor.from_dict(setup["preprocessor"])
+            data = local_data(self.split(setup["data"]), pre)
+            trainer = make_trainer(setup["model"], data, self._models)
+            self._clients = {key: Client(self.name, trainer, build_aggregator(setup["aggregator"]))}
+        return self._clients[key]

@@ -1,0 +1,68 @@
+"""A training session from a run config over any transport: the prepare stage (federated
+preprocessing), then the synchronous rounds. Simulation passes an in-process transport of
+Institutions; the deployment server passes the gRPC transport. Nothing else differs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fedsilo.client.factory import make_trainer
+from fedsilo.client.local_data import LocalData
+from fedsilo.config.build import build_strategy, model_spec, run_setup
+from fedsilo.config.schema import RunConfig
+from fedsilo.core.params import Params
+from fedsilo.data.preprocessing import Preprocessor
+from fedsilo.data.schema import Schema
+from fedsilo.engine.events import EventBus, Listener
+from fedsilo.engine.prepare import federated_preprocessing, prepare_config
+from fedsilo.engine.sync_runner import RunHistory, RunSettings, run_sync
+from fedsilo.transport.base import ServerTransport
+
+
+@dataclass
+class SessionResult:
+    history: RunHistory
+    preprocessor: Preprocessor
+    setup: dict[str, Any]
+    train_rows: dict[str, int]
+
+
+def initial_params(cfg: RunConfig, pre: Preprocessor) -> Params:
+    """The starting model: built fresh from the run's model spec (seeded), so every session
+    of a run (federated, local-only, pooled, simulated or deployed) starts from the same
+    weights."""
+    task = pre.schema.task
+    width = len(pre.feature_names)
+    empty = np.zeros((0, width), np.float32)
+    data = LocalData(empty, np.zeros(0, np.float32), empty, np.zeros(0, np.float32), task,
+                     len(pre.classes) if task != "regression" else 1)
+    return make_trainer(model_spec(cfg), data).initial_params()
+
+
+def run_session(cfg: RunConfig, transport: ServerTransport, schema: Schema, run_id: str,
+                read: Mapping[str, Any] | None = None, listener: Listener | None = None,
+                evaluate_every: int | None = None, classes: tuple[str, ...] | None = None,
+                timeout: float | None = None) -> SessionResult:
+    """Prepare stage, then `cfg.run.rounds` synchronous rounds over `transport`.
+
+    Args:
+        read: how institutions read their CSV (columns of a header-less file, NA markers).
+        classes: force the class set (a single institution may lack a class).
+        timeout: per-stage deadline in seconds (None in simulation).
+    """
+    prepare = prepare_config(schema, read or {}, cfg.data.test_fraction, cfg.run.seed)
+    pre, rows = federated_preprocessing(transport, prepare, run_id, cfg.strategy.min_clients,
+                                        timeout, classes)
+    setup = run_setup(cfg, prepare, pre)
+    bus = EventBus()
+    if listener is not None:
+        bus.subscribe(listener)
+    settings = RunSettings(run_id, cfg.run.seed, cfg.run.rounds,
+                           evaluate_every or cfg.run.evaluate_every, timeout)
+    history = run_sync(build_strategy(cfg, setup), transport, initial_params(cfg, pre),
+                       settings, bus)
+    return SessionResult(history, pre, setup, rows)
