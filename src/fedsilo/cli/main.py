@@ -15,6 +15,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from fedsilo.cli.deploy import add_parsers as add_deploy_parsers
+from fedsilo.cli.deploy import client_cmd, provision_cmd, server_cmd
 from fedsilo.errors import ConfigError, DataError, FedsiloError
 
 DEMO_CONFIG = Path("heart_disease") / "heart_disease.toml"
@@ -39,14 +41,18 @@ def _parser() -> argparse.ArgumentParser:
         q.add_argument("--output", type=Path, help="results folder (overrides run.output_dir)")
         q.add_argument("--quiet", action="store_true", help="no progress bars")
         q.add_argument("--rounds", type=int, help="override run.rounds")
+    add_deploy_parsers(sub)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    level = logging.INFO if args.command in ("server", "client") else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     console = Console()
     try:
+        if args.command in DEPLOY:
+            return int(DEPLOY[args.command](args, console))
         path = args.config if args.command == "run" else examples_dir() / DEMO_CONFIG
         return _run(path, args, console)
     except (ConfigError, DataError) as e:
@@ -55,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FedsiloError as e:
         console.print(f"[bold red]run failed ({e.code}):[/] {e}", highlight=False)
         return 1
+
+
+DEPLOY = {"provision": provision_cmd, "server": server_cmd, "client": client_cmd}
 
 
 def _run(path: Path, args: argparse.Namespace, console: Console) -> int:

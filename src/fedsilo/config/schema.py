@@ -29,6 +29,7 @@ class RunSection(_Section):
     output_dir: str = "results"
     compare: bool = True
     torch_threads: int = Field(default=1, ge=1)
+    round_timeout: float | None = Field(default=None, gt=0)  # deadline per stage (deployment)
 
 
 class InstitutionSource(_Section):

@@ -41,6 +41,7 @@ class Project:
     server: str
     institutions: tuple[str, ...]
     valid_days: int = 365
+    port: int = 8443
 
     @classmethod
     def load(cls, path: str | Path) -> Project:
@@ -51,7 +52,7 @@ class Project:
         raw = tomllib.loads(p.read_text()).get("project")
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: missing [project] table")
-        unknown = set(raw) - {"name", "server", "institutions", "valid_days"}
+        unknown = set(raw) - {"name", "server", "port", "institutions", "valid_days"}
         if unknown:
             raise ConfigError(f"{p}: unknown key(s) {sorted(unknown)} in [project]")
         insts = tuple(raw.get("institutions", ()))
@@ -60,7 +61,7 @@ class Project:
             raise ConfigError(f"{p}: institutions must be unique names of letters, digits, "
                               f"'.', '_', '-' (got {list(insts)})")
         return cls(str(raw.get("name", "fedsilo")), str(raw.get("server", "localhost")),
-                   insts, int(raw.get("valid_days", 365)))
+                   insts, int(raw.get("valid_days", 365)), int(raw.get("port", 8443)))
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -158,7 +159,8 @@ def provision(project: Project, out: str | Path) -> Path:
         _write(kit / "ca.pem", _pem(ca))
         _write(kit / f"{role}.pem", _pem(cert))
         _write(kit / f"{role}.key", _pem_key(key), secret=True)
-        meta = {"project": project.name, "server": project.server, "name": who,
+        meta = {"project": project.name, "server": project.server, "port": project.port,
+                "name": who,
                 "institutions": list(project.institutions)}
         (kit / "project.json").write_text(json.dumps(meta, indent=2))
     _write(root / "server" / "crl.pem", write_crl(ca_key, ca, []))

@@ -1,0 +1,168 @@
+"""`fedsilo provision | server | client`: the deployment commands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+
+from fedsilo.errors import ConfigError
+
+log = logging.getLogger("fedsilo.cli")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    prov = sub.add_parser("provision", help="create the CA and one startup kit per participant")
+    prov.add_argument("project", type=Path, nargs="?", help="PROJECT.toml")
+    prov.add_argument("--out", type=Path, default=Path("kits"))
+    prov.add_argument("--revoke", metavar="INSTITUTION",
+                      help="revoke an institution's certificate in the kits under --out")
+    srv = sub.add_parser("server", help="coordinate a federated run over gRPC (mutual TLS)")
+    srv.add_argument("--kit", type=Path, required=True, help="the server's startup kit")
+    srv.add_argument("--config", type=Path, required=True, help="RUN.toml")
+    srv.add_argument("--address", help="host:port to listen on (default 0.0.0.0:<kit port>)")
+    srv.add_argument("--wait", type=float, default=300.0,
+                     help="seconds to wait for institutions to join")
+    srv.add_argument("--output", type=Path, help="results folder (overrides run.output_dir)")
+    cli = sub.add_parser("client", help="take part in a run as one institution")
+    cli.add_argument("--kit", type=Path, required=True, help="this institution's startup kit")
+    cli.add_argument("--data", type=Path, required=True, help="this institution's CSV")
+    cli.add_argument("--address", help="server host:port (default from the kit)")
+    cli.add_argument("--name", help="claimed identity (only with --insecure)")
+    cli.add_argument("--give-up-after", type=float, default=None,
+                     help="stop retrying after this many seconds without the server")
+    for p in (srv, cli):
+        p.add_argument("--insecure", action="store_true",
+                       help="no TLS: for a closed test network only (prints a warning)")
+
+
+def provision_cmd(args: argparse.Namespace, console: Console) -> int:
+    from fedsilo.transport.grpc.provision import Project, provision, revoke
+
+    if args.revoke:
+        serial = revoke(args.out, args.revoke)
+        console.print(f"revoked '{args.revoke}' (serial {serial:x}); the server kit's crl.pem "
+                      f"is updated: restart the server to apply it")
+        return 0
+    if args.project is None:
+        raise ConfigError("provision needs PROJECT.toml (or --revoke NAME)")
+    project = Project.load(args.project)
+    root = provision(project, args.out)
+    console.print(f"provisioned '{project.name}': {root}/server and one kit for each of "
+                  f"{', '.join(project.institutions)}; keep {root}/ca private")
+    return 0
+
+
+def _warn_insecure(console: Console) -> None:
+    console.print("[bold yellow]WARNING: --insecure: no TLS, identities are NOT verified and "
+                  "updates travel in clear. Use only on a closed test network.[/]")
+
+
+def _on_sigterm(handler: object) -> None:
+    signal.signal(signal.SIGTERM, handler)  # type: ignore[arg-type]
+
+
+def server_cmd(args: argparse.Namespace, console: Console) -> int:
+    from fedsilo.config.build import build_schema
+    from fedsilo.config.schema import load_config
+    from fedsilo.simulation.run import SimulationResult, write_results
+    from fedsilo.transport.grpc.server import GrpcServerTransport
+    from fedsilo.transport.grpc.tls import Gatekeeper, kit_info, server_credentials
+
+    cfg = load_config(args.config)
+    if args.output is not None:
+        cfg = cfg.model_copy(update={"run": cfg.run.model_copy(
+            update={"output_dir": str(args.output)})})
+    d = cfg.data
+    if d.numeric is None and d.columns is None:
+        raise ConfigError("deployment: the server sees no data; declare data.numeric or "
+                          "data.columns in the run config")
+    schema = build_schema(cfg, pd.DataFrame(columns=d.columns or []))
+    info = kit_info(args.kit)
+    if args.insecure:
+        _warn_insecure(console)
+    gate = Gatekeeper.from_kit(args.kit, insecure=args.insecure)
+    creds = None if args.insecure else server_credentials(args.kit)
+    address = args.address or f"0.0.0.0:{info.get('port', 8443)}"
+    transport = GrpcServerTransport(address, gate, creds)
+    console.print(f"fedsilo server '{cfg.run.name}' listening on {address} "
+                  f"(port {transport.port}), {'insecure' if args.insecure else 'mutual TLS'}")
+    _on_sigterm(lambda signum, frame: _raise_exit(signum, frame))
+    try:
+        need = max(cfg.strategy.min_clients, 1)
+        joined = transport.wait_for_clients(len(gate.institutions), args.wait)
+        if len(joined) < need:
+            raise ConfigError(f"only {joined} joined within {args.wait} s; need {need}")
+        console.print(f"institutions connected: {', '.join(joined)}")
+        from fedsilo.session import run_session
+
+        session = run_session(cfg, transport, schema, cfg.run.name,
+                              read={"columns": d.columns, "na_values": d.na_values},
+                              listener=lambda ev: _print_round(console, ev),
+                              timeout=cfg.run.round_timeout or 300.0)
+        result = SimulationResult(cfg, session.history, None, session.preprocessor.feature_names)
+        result.output_dir = write_results(result)
+        console.print(f"results: {result.output_dir}")
+        return 0
+    except SystemExit as e:
+        console.print(f"server stopping on signal ({e.code})")
+        return 143
+    finally:
+        transport.close()
+
+
+def _raise_exit(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(signum)
+
+
+def _print_round(console: Console, ev: object) -> None:
+    from fedsilo.engine.events import RoundEvent
+
+    assert isinstance(ev, RoundEvent)
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in ev.federated.items()
+                      if k in ("accuracy", "rmse", "log_loss"))
+    dropped = f"; rejected {dict(ev.rejected)}" if ev.rejected else ""
+    console.print(f"round {ev.round}: {len(ev.participants)} institutions, {shown}, "
+                  f"{ev.seconds:.2f} s{dropped}", highlight=False)
+
+
+def client_cmd(args: argparse.Namespace, console: Console) -> int:
+    from fedsilo.client.institution import Institution
+    from fedsilo.data.loading import read_table
+    from fedsilo.transport.grpc.client import run_institution
+    from fedsilo.transport.grpc.tls import client_credentials, kit_info
+
+    info = kit_info(args.kit)
+    name = info["name"]
+    if args.insecure:
+        _warn_insecure(console)
+        name = args.name or name
+    elif args.name and args.name != name:
+        raise ConfigError(f"--name '{args.name}' differs from the kit's certificate name "
+                          f"'{name}': identity comes from the certificate")
+    if not args.data.is_file():
+        raise ConfigError(f"data file not found: {args.data}")
+
+    def table(read: Mapping[str, Any]) -> pd.DataFrame:
+        return read_table(args.data, read.get("columns"), read.get("na_values") or ("?", ""))
+
+    stop = threading.Event()
+    _on_sigterm(lambda signum, frame: stop.set())
+    address = args.address or f"{info['server']}:{info.get('port', 8443)}"
+    console.print(f"institution '{name}' connecting to {address}")
+    start = time.monotonic()
+    answered = run_institution(address, Institution(name, table).handle,
+                               None if args.insecure else client_credentials(args.kit),
+                               name=name, stop=stop, give_up_after=args.give_up_after)
+    console.print(f"institution '{name}': {answered} tasks answered in "
+                  f"{time.monotonic() - start:.1f} s; done")
+    return 0

@@ -1,0 +1,102 @@
+"""The institution's side of deployment: connect out, pull tasks, push replies.
+
+Connection loss is retried with exponential backoff (with jitter); a refusal of identity is
+final (AuthenticationError). `stop` (set on SIGTERM) ends the loop after the current task.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable
+
+import grpc
+
+from fedsilo.core.messages import Reply, Task
+from fedsilo.errors import AuthenticationError, TransportError
+from fedsilo.transport import serde
+from fedsilo.transport.grpc import fedsilo_pb2 as pb
+from fedsilo.transport.grpc import fedsilo_pb2_grpc as rpc
+from fedsilo.transport.grpc.server import OPTIONS
+from fedsilo.transport.grpc.tls import INSECURE_ID_HEADER
+
+log = logging.getLogger(__name__)
+
+
+class Backoff:
+    """Delays of base·2^k seconds (capped), each jittered to between half and all of it."""
+
+    def __init__(self, base: float = 0.5, cap: float = 30.0, seed: int | None = None) -> None:
+        self.base, self.cap, self.attempt = base, cap, 0
+        self._rng = random.Random(seed)
+
+    def next(self) -> float:
+        delay = min(self.cap, self.base * 2**self.attempt)
+        self.attempt += 1
+        return delay * (0.5 + 0.5 * self._rng.random())
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def run_institution(address: str, handle: Callable[[Task], Reply],
+                    credentials: grpc.ChannelCredentials | None, name: str = "",
+                    stop: threading.Event | None = None, wait: float = 20.0,
+                    give_up_after: float | None = None, backoff: Backoff | None = None) -> int:
+    """Serve tasks until the server says the run is over or `stop` is set.
+
+    Args:
+        credentials: mutual-TLS channel credentials; None only for an explicit insecure run
+            (then `name` is sent as the claimed identity).
+        give_up_after: seconds of failed reconnection after which to raise TransportError.
+
+    Returns:
+        The number of tasks answered.
+    Raises:
+        AuthenticationError: the server refused this institution's identity.
+        TransportError: the server stayed unreachable for `give_up_after` seconds.
+    """
+    stop = stop or threading.Event()
+    backoff = backoff or Backoff()
+    metadata = [(INSECURE_ID_HEADER, name)] if credentials is None else []
+    answered, failing = 0, 0.0
+    while not stop.is_set():
+        channel = (grpc.insecure_channel(address, OPTIONS) if credentials is None
+                   else grpc.secure_channel(address, credentials, OPTIONS))
+        stub = rpc.CoordinatorStub(channel)
+        try:
+            while not stop.is_set():
+                kind, meta, arrays = serde.decode(stub.Pull(
+                    pb.PullRequest(wait_seconds=wait), metadata=metadata, timeout=wait + 30))
+                backoff.reset()
+                failing = 0.0
+                if kind == "shutdown":
+                    log.info("server: the run is over")
+                    return answered
+                if kind == "task":
+                    _answer(stub, handle(serde.task_from(meta, arrays)), metadata)
+                    answered += 1
+        except grpc.RpcError as e:
+            code = e.code()  # type: ignore[attr-defined]
+            if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
+                raise AuthenticationError(f"server refused us: {e.details()}") from None  # type: ignore[attr-defined]
+            delay = backoff.next()
+            failing += delay
+            if give_up_after is not None and failing > give_up_after:
+                raise TransportError(f"server {address} unreachable: {code.name}") from None
+            log.warning("connection to %s failed (%s); retrying in %.1f s", address, code.name,
+                        delay)
+            stop.wait(delay)
+        finally:
+            channel.close()
+    return answered
+
+
+def _answer(stub: rpc.CoordinatorStub, reply: Reply, metadata: list[tuple[str, str]]) -> None:
+    ack = stub.Push(serde.encode("reply", serde.reply_meta(reply), reply.update, pb),
+                    metadata=metadata, timeout=900)
+    if ack.accepted:
+        log.info("task %s: reply accepted", reply.task_id)
+    else:
+        log.warning("task %s: reply refused: [%s] %s", reply.task_id, ack.code, ack.reason)
