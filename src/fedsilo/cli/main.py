@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     level = logging.INFO if args.command in ("server", "client") else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    console = Console()
+    console = Console(soft_wrap=args.command in DEPLOY)  # logs: one event per line
     try:
         if args.command in DEPLOY:
             return int(DEPLOY[args.command](args, console))
