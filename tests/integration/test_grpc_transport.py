@@ -21,9 +21,7 @@ from fedsilo.core.messages import Reply, Task, TaskKind
 from fedsilo.data.loading import read_table
 from fedsilo.session import run_session
 from fedsilo.transport import serde
-from fedsilo.transport.grpc import fedsilo_pb2 as pb
-from fedsilo.transport.grpc import fedsilo_pb2_grpc as rpc
-from fedsilo.transport.grpc.client import Backoff, run_institution
+from fedsilo.transport.grpc.client import Backoff, Stub, run_institution
 from fedsilo.transport.grpc.provision import Project, provision
 from fedsilo.transport.grpc.server import GrpcServerTransport
 from fedsilo.transport.grpc.tls import Gatekeeper, client_credentials, server_credentials
@@ -94,14 +92,14 @@ def test_reply_for_a_task_not_open_is_refused(kits, transport):
     channel = grpc.secure_channel(f"localhost:{transport.port}",
                                   client_credentials(kits / "hungary"))
     reply = Reply("run/7/fit/hungary", "hungary", 7, 3, 10, {"w": np.ones(2, np.float32)})
-    ack = rpc.CoordinatorStub(channel).Push(
-        serde.encode("reply", serde.reply_meta(reply), reply.update, pb), timeout=10)
+    ack = Stub(channel).Push(
+        serde.encode("reply", serde.reply_meta(reply), reply.update), timeout=10)
     assert not ack.accepted and ack.code == "wrong_round" and "not open" in ack.reason
     # a reply for another institution's task is refused the same way
     transport.dispatch([Task("run", 1, 0, TaskKind.FIT, "cleveland", {})])
     other = dataclasses.replace(reply, task_id="run/1/fit/cleveland", round=1)
-    ack = rpc.CoordinatorStub(channel).Push(
-        serde.encode("reply", serde.reply_meta(other), other.update, pb), timeout=10)
+    ack = Stub(channel).Push(
+        serde.encode("reply", serde.reply_meta(other), other.update), timeout=10)
     assert not ack.accepted and "not open for 'hungary'" in ack.reason
     channel.close()
 

@@ -22,7 +22,7 @@ ARRAYS = st.dictionaries(
 @settings(max_examples=60, deadline=None)
 @given(arrays=ARRAYS, chunk=st.integers(1, 64))
 def test_roundtrip_is_bit_exact_for_any_chunking(arrays, chunk):
-    frames = list(serde.encode("reply", {"x": 1}, arrays, pb, chunk=chunk))
+    frames = list(serde.encode("reply", {"x": 1}, arrays, chunk=chunk))
     kind, meta, got = serde.decode(frames)
     assert kind == "reply" and meta == {"x": 1} and list(got) == list(arrays)
     for name, a in arrays.items():
@@ -32,24 +32,39 @@ def test_roundtrip_is_bit_exact_for_any_chunking(arrays, chunk):
 
 def test_big_endian_arrays_arrive_little_endian_with_same_values():
     a = np.arange(10, dtype=">f4")
-    _, _, got = serde.decode(serde.encode("task", {}, {"a": a}, pb))
+    _, _, got = serde.decode(serde.encode("task", {}, {"a": a}))
     assert got["a"].dtype == np.dtype("<f4") and np.array_equal(got["a"], a)
 
 
 def test_chunks_are_at_most_one_mib():
-    frames = list(serde.encode("task", {}, {"w": np.zeros(3_000_000, np.float32)}, pb))
-    sizes = [len(f.chunk) for f in frames[1:]]
+    frames = list(serde.encode("task", {}, {"w": np.zeros(3_000_000, np.float32)}))
+    sizes = [len(serde.chunk_payload(f)) for f in frames[1:]]
     assert max(sizes) == serde.CHUNK and sum(sizes) == 12_000_000
 
 
 def frames_with(**envelope):
     env = pb.Envelope(kind="reply", json="{}", **envelope)
-    return [pb.Frame(envelope=env)]
+    return [pb.Frame(envelope=env).SerializeToString()]
+
+
+def chunk(data: bytes) -> bytes:
+    return pb.Frame(chunk=data).SerializeToString()
+
+
+def test_chunk_frames_are_exactly_protobuf_frames():
+    for size in (0, 1, 127, 128, 300, 1 << 20):
+        data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+        ours = next(f for i, f in enumerate(serde.encode(
+            "x", {}, {"a": np.frombuffer(data, np.uint8)}, chunk=1 << 21)) if i == 1) \
+            if size else chunk(b"")
+        assert pb.Frame.FromString(ours).chunk == data
+        assert bytes(serde.chunk_payload(chunk(data))) == data
 
 
 @pytest.mark.parametrize("frames, message", [
     ([], "does not start with an envelope"),
-    ([pb.Frame(chunk=b"abc")], "does not start with an envelope"),
+    ([chunk(b"abc")], "does not start with an envelope"),
+    ([b"\xff\xff\xff"], "first frame is not a Frame"),
     (frames_with(arrays=[pb.ArraySpec(name="w", dtype="|O", shape=[2])], total_bytes=16),
      "dtype '|O' is not allowed"),
     (frames_with(arrays=[pb.ArraySpec(name="w", dtype="<f4", shape=[2])], total_bytes=8),
@@ -61,8 +76,13 @@ def frames_with(**envelope):
     (frames_with(arrays=[pb.ArraySpec(name="w", dtype="<f8", shape=[1 << 20, 1 << 20])],
                  total_bytes=8 << 40), "more than"),
     ([*frames_with(arrays=[pb.ArraySpec(name="w", dtype="<f4", shape=[1])], total_bytes=4),
-      pb.Frame(chunk=b"12345678")], "more bytes than the manifest"),
-    ([pb.Frame(envelope=pb.Envelope(kind="reply", json="{not json"))], "not valid JSON"),
+      chunk(b"12345678")], "more bytes than the manifest"),
+    ([*frames_with(arrays=[pb.ArraySpec(name="w", dtype="<f4", shape=[1])], total_bytes=4),
+      b"\x12\x09abc"], "length does not match"),
+    ([*frames_with(arrays=[pb.ArraySpec(name="w", dtype="<f4", shape=[1])], total_bytes=4),
+      *frames_with()], "is not a chunk"),
+    ([pb.Frame(envelope=pb.Envelope(kind="reply", json="{not json")).SerializeToString()],
+     "not valid JSON"),
 ])
 def test_malformed_messages_are_refused(frames, message):
     with pytest.raises(MalformedUpdate, match=message):
@@ -72,12 +92,12 @@ def test_malformed_messages_are_refused(frames, message):
 def test_task_and_reply_metadata_roundtrip():
     task = Task("run", 3, 2, TaskKind.FIT, "va", {"w": np.ones(2, np.float32)},
                 {"lr": 0.1, "work": "local_training"}, {"mask": 1})
-    _, meta, arrays = serde.decode(serde.encode("task", serde.task_meta(task), task.params, pb))
+    _, meta, arrays = serde.decode(serde.encode("task", serde.task_meta(task), task.params))
     back = serde.task_from(meta, arrays)
     assert back.task_id == task.task_id and back.config == task.config
     reply = Reply(task.task_id, "va", 3, 2, 17, None, {"loss": 0.5}, {},
                   ErrorInfo("client_training_error", "boom"))
-    _, meta, arrays = serde.decode(serde.encode("reply", serde.reply_meta(reply), None, pb))
+    _, meta, arrays = serde.decode(serde.encode("reply", serde.reply_meta(reply), None))
     got = serde.reply_from(meta, arrays, client_id="va")
     assert got == reply
 
@@ -85,5 +105,5 @@ def test_task_and_reply_metadata_roundtrip():
 def test_reply_identity_comes_from_the_caller_not_the_message():
     reply = Reply("t", "cleveland", 1, 0, 5, {"w": np.ones(1, np.float32)})
     _, meta, arrays = serde.decode(serde.encode("reply", serde.reply_meta(reply),
-                                                reply.update, pb))
+                                                reply.update))
     assert serde.reply_from(meta, arrays, client_id="hungary").client_id == "hungary"

@@ -26,7 +26,14 @@ def local_training(trainer: Trainer, params: Params, config: dict[str, Any],
                    rng: np.random.Generator) -> WorkResult:
     """Train locally, return θ - θ_local (the model delta, descent-signed)."""
     new, n, metrics = trainer.fit(params, TrainConfig.from_mapping(config), rng)
-    return {k: (params[k] - new[k]).astype(params[k].dtype, copy=False) for k in params}, n, metrics
+    delta = {}
+    for k, p in params.items():
+        out = new[k]
+        if out is p or out.dtype != p.dtype or not out.flags.writeable:
+            delta[k] = (p - out).astype(p.dtype, copy=False)
+        else:  # the trainer handed us fresh arrays: reuse them (no 2nd model in memory)
+            delta[k] = np.subtract(p, out, out=out)
+    return delta, n, metrics
 
 
 def gradient(trainer: Trainer, params: Params, config: dict[str, Any],

@@ -1,9 +1,11 @@
 """Task and Reply to and from wire messages: a JSON envelope plus raw array bytes in chunks.
 
-Arrays travel as their little-endian bytes (no pickling, no per-element encoding). Sending
-slices each array's buffer into chunks of at most `CHUNK` bytes; receiving preallocates every
-array from the manifest and copies each chunk into place once. A manifest that disagrees with
-the bytes received, an unknown dtype or an absurd shape is a MalformedUpdate.
+Every message is a stream of serialized `Frame`s (fedsilo.proto): one Envelope, then chunks.
+Arrays travel as their little-endian bytes (no pickling, no per-element encoding). Chunk
+frames are written and read directly in protobuf's wire format (tag 0x12, varint length,
+bytes) so that a chunk is copied once on each side: into the frame when sent, and from the
+received frame into the preallocated array. Envelopes go through protobuf. A manifest that
+disagrees with the bytes received, an unknown dtype or an absurd shape is a MalformedUpdate.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from fedsilo.core.messages import ErrorInfo, Reply, Task, TaskKind
 from fedsilo.core.params import Params
 from fedsilo.errors import MalformedUpdate
+from fedsilo.transport.grpc import fedsilo_pb2 as pb
 
 CHUNK = 1 << 20
 ALLOWED_DTYPES = {np.dtype(t).newbyteorder("<").str for t in
@@ -30,23 +33,53 @@ def _le(a: np.ndarray) -> np.ndarray:
     return a if a.dtype.byteorder in "<|=" else a.astype(a.dtype.newbyteorder("<"))
 
 
+CHUNK_TAG = 0x12  # field 2 (chunk), wire type 2 (length-delimited)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def chunk_payload(frame: bytes) -> memoryview | None:
+    """The bytes of a serialized chunk Frame, without copying; None if it is not one."""
+    if not frame or frame[0] != CHUNK_TAG:
+        return None
+    length, shift, pos = 0, 0, 1
+    while pos < len(frame) and pos < 11:
+        byte = frame[pos]
+        length |= (byte & 0x7F) << shift
+        pos, shift = pos + 1, shift + 7
+        if not byte & 0x80:
+            break
+    if pos + length != len(frame):
+        raise MalformedUpdate("chunk frame length does not match its payload")
+    return memoryview(frame)[pos:]
+
+
 def encode(kind: str, meta: Mapping[str, Any], arrays: Params | None,
-           pb: Any, chunk: int = CHUNK) -> Iterator[Any]:
-    """Frames of one message: an Envelope, then each array's bytes in chunks."""
+           chunk: int = CHUNK) -> Iterator[bytes]:
+    """Serialized frames of one message: an Envelope, then each array's bytes in chunks."""
     arrays = {n: _le(a) for n, a in (arrays or {}).items()}
     specs = [pb.ArraySpec(name=n, dtype=a.dtype.str, shape=list(a.shape))
              for n, a in arrays.items()]
     total = sum(a.nbytes for a in arrays.values())
     yield pb.Frame(envelope=pb.Envelope(kind=kind, json=json.dumps(meta), arrays=specs,
-                                        total_bytes=total))
+                                        total_bytes=total)).SerializeToString()
+    tag = bytes([CHUNK_TAG])
     for a in arrays.values():
         view = a.reshape(-1).view(np.uint8).data
         for start in range(0, len(view), chunk):
-            yield pb.Frame(chunk=bytes(view[start:start + chunk]))
+            part = view[start:start + chunk]
+            yield b"".join((tag, _varint(len(part)), part))
 
 
-def decode(frames: Iterable[Any]) -> tuple[str, dict[str, Any], Params]:
-    """(kind, metadata, arrays) from the frames of one message.
+def decode(frames: Iterable[bytes]) -> tuple[str, dict[str, Any], Params]:
+    """(kind, metadata, arrays) from the serialized frames of one message.
 
     Raises:
         MalformedUpdate: missing envelope, bad JSON, disallowed dtype, or byte count that does
@@ -54,9 +87,13 @@ def decode(frames: Iterable[Any]) -> tuple[str, dict[str, Any], Params]:
     """
     it = iter(frames)
     first = next(it, None)
-    if first is None or first.WhichOneof("body") != "envelope":
+    try:
+        head = pb.Frame.FromString(first) if first is not None else None
+    except Exception as e:  # protobuf's DecodeError
+        raise MalformedUpdate(f"first frame is not a Frame: {e}") from None
+    if head is None or head.WhichOneof("body") != "envelope":
         raise MalformedUpdate("message does not start with an envelope")
-    env = first.envelope
+    env = head.envelope
     try:
         meta = json.loads(env.json or "{}")
     except json.JSONDecodeError as e:
@@ -64,9 +101,10 @@ def decode(frames: Iterable[Any]) -> tuple[str, dict[str, Any], Params]:
     arrays, views = _allocate(env)
     filled, index, offset = 0, 0, 0
     for frame in it:
-        if frame.WhichOneof("body") != "chunk":
-            raise MalformedUpdate("a second envelope inside one message")
-        data = np.frombuffer(frame.chunk, dtype=np.uint8)
+        payload = chunk_payload(frame)
+        if payload is None:
+            raise MalformedUpdate("a frame after the envelope is not a chunk")
+        data = np.frombuffer(payload, dtype=np.uint8)
         while data.size:
             if index >= len(views):
                 raise MalformedUpdate(f"more bytes than the manifest's {env.total_bytes}")

@@ -17,8 +17,7 @@ from fedsilo.core.messages import Reply, Task
 from fedsilo.errors import AuthenticationError, TransportError
 from fedsilo.transport import serde
 from fedsilo.transport.grpc import fedsilo_pb2 as pb
-from fedsilo.transport.grpc import fedsilo_pb2_grpc as rpc
-from fedsilo.transport.grpc.server import OPTIONS
+from fedsilo.transport.grpc.server import OPTIONS, SERVICE
 from fedsilo.transport.grpc.tls import INSECURE_ID_HEADER
 
 log = logging.getLogger(__name__)
@@ -64,7 +63,7 @@ def run_institution(address: str, handle: Callable[[Task], Reply],
     while not stop.is_set():
         channel = (grpc.insecure_channel(address, OPTIONS) if credentials is None
                    else grpc.secure_channel(address, credentials, OPTIONS))
-        stub = rpc.CoordinatorStub(channel)
+        stub = Stub(channel)
         try:
             while not stop.is_set():
                 kind, meta, arrays = serde.decode(stub.Pull(
@@ -93,8 +92,23 @@ def run_institution(address: str, handle: Callable[[Task], Reply],
     return answered
 
 
-def _answer(stub: rpc.CoordinatorStub, reply: Reply, metadata: list[tuple[str, str]]) -> None:
-    ack = stub.Push(serde.encode("reply", serde.reply_meta(reply), reply.update, pb),
+class Stub:
+    """Client side of the Coordinator service, frames as serialized bytes (see serde)."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.Pull = channel.unary_stream(f"/{SERVICE}/Pull",
+                                         request_serializer=pb.PullRequest.SerializeToString,
+                                         response_deserializer=_raw)
+        self.Push = channel.stream_unary(f"/{SERVICE}/Push", request_serializer=_raw,
+                                         response_deserializer=pb.Ack.FromString)
+
+
+def _raw(frame: bytes) -> bytes:
+    return frame
+
+
+def _answer(stub: Stub, reply: Reply, metadata: list[tuple[str, str]]) -> None:
+    ack = stub.Push(serde.encode("reply", serde.reply_meta(reply), reply.update),
                     metadata=metadata, timeout=900)
     if ack.accepted:
         log.info("task %s: reply accepted", reply.task_id)

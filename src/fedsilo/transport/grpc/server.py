@@ -24,13 +24,13 @@ from fedsilo.core.messages import Reply, Task
 from fedsilo.errors import AuthenticationError, FedsiloError, UnknownClient, WrongRound
 from fedsilo.transport import serde
 from fedsilo.transport.grpc import fedsilo_pb2 as pb
-from fedsilo.transport.grpc import fedsilo_pb2_grpc as rpc
 from fedsilo.transport.grpc.tls import Gatekeeper
 
 if TYPE_CHECKING:
     from fedsilo.algorithms.base import Rejection
 
 log = logging.getLogger(__name__)
+SERVICE = "fedsilo.v1.Coordinator"
 MAX_WAIT = 60.0
 OPTIONS = [("grpc.max_receive_message_length", 8 << 20),
            ("grpc.max_send_message_length", 8 << 20),
@@ -65,7 +65,7 @@ class GrpcServerTransport:
         self._futures: dict[str, Future[Rejection | None]] = {}
         self._closing = False
         self._server = grpc.server(ThreadPoolExecutor(max_workers=workers), options=OPTIONS)
-        rpc.add_CoordinatorServicer_to_server(_Servicer(self), self._server)
+        self._server.add_generic_rpc_handlers((_handlers(_Servicer(self)),))
         if credentials is None:
             self.port = self._server.add_insecure_port(address)
         else:
@@ -169,7 +169,23 @@ class GrpcServerTransport:
             log.warning("deadline passed without replies from %s; dropped for this task", late)
 
 
-class _Servicer(rpc.CoordinatorServicer):
+def _handlers(servicer: _Servicer) -> grpc.GenericRpcHandler:
+    """The Coordinator service of fedsilo.proto. Frames stay serialized bytes in Python (serde
+    reads and writes their wire format), so chunks are not copied by a protobuf parse."""
+    return grpc.method_handlers_generic_handler(SERVICE, {
+        "Pull": grpc.unary_stream_rpc_method_handler(
+            servicer.Pull, request_deserializer=pb.PullRequest.FromString,
+            response_serializer=_raw),
+        "Push": grpc.stream_unary_rpc_method_handler(
+            servicer.Push, request_deserializer=_raw,
+            response_serializer=pb.Ack.SerializeToString)})
+
+
+def _raw(frame: bytes) -> bytes:
+    return frame
+
+
+class _Servicer:
     def __init__(self, transport: GrpcServerTransport) -> None:
         self.t = transport
 
@@ -177,10 +193,10 @@ class _Servicer(rpc.CoordinatorServicer):
         name = self._identify(context)
         item = self.t._next_task(name, request.wait_seconds, context)
         if isinstance(item, str):
-            yield from serde.encode(item, {}, None, pb)
+            yield from serde.encode(item, {}, None)
             return
         try:
-            yield from serde.encode("task", serde.task_meta(item), item.params, pb)
+            yield from serde.encode("task", serde.task_meta(item), item.params)
         except Exception:  # the stream broke: the deadline will drop this institution
             log.warning("task %s: sending to %s failed", item.task_id, name)
             raise
