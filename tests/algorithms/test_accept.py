@@ -102,3 +102,18 @@ def test_institution_with_broken_data_fails_alone():
         assert "client_training_error" in event.rejected["c3"]
     assert history.state.version == 2
 
+
+
+def test_round_with_too_few_valid_replies_is_skipped_and_the_run_goes_on():
+    good = [binary_data(30, i) for i in range(2)]
+    broken = LocalData(np.ones((30, 4), np.float32), good[0].y_train, good[0].x_test,
+                       good[0].y_test, "binary", 2)
+    strategy = fedavg(CFG, min_clients=3)
+    transport, clients = federation([*good, broken], strategy)
+    initial = clients["c0"].trainer.initial_params()
+    history = run_sync(strategy, transport, initial, RunSettings("r", 0, rounds=3))
+    assert [e.version for e in history.events] == [0, 0, 0]
+    assert all("need 3" in e.metrics["aborted"] for e in history.events)
+    assert history.events[-1].evaluation == {}
+    for name in initial:
+        np.testing.assert_array_equal(history.params[name], initial[name])

@@ -128,6 +128,10 @@ def _print_round(console: Console, ev: object) -> None:
     from fedsilo.engine.events import RoundEvent
 
     assert isinstance(ev, RoundEvent)
+    if "aborted" in ev.metrics:
+        console.print(f"round {ev.round} aborted, model unchanged: {ev.metrics['aborted']}",
+                      highlight=False)
+        return
     shown = ", ".join(f"{k} {v:.4f}" for k, v in ev.federated.items()
                       if k in ("accuracy", "rmse", "log_loss"))
     dropped = f"; rejected {dict(ev.rejected)}" if ev.rejected else ""

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from fedsilo.algorithms.base import ServerState, Strategy
 from fedsilo.core.params import Params
 from fedsilo.engine.events import EventBus, RoundEvent
+from fedsilo.errors import AggregationError
 from fedsilo.evaluation.metrics import weighted_mean
 from fedsilo.transport.base import ServerTransport
 
@@ -65,10 +66,15 @@ def _one_round(strategy: Strategy, transport: ServerTransport, state: ServerStat
                         rejection.code, rejection.reason)
         if strategy.ready(open_round):
             break
-    state, metrics = strategy.commit(state, open_round)
+    try:
+        state, metrics = strategy.commit(state, open_round)
+    except AggregationError as e:  # too few valid replies: keep the model, go on
+        log.warning("round %d aborted, model unchanged: %s", rnd, e)
+        metrics = {"aborted": str(e)}
     evaluation: dict[str, dict[str, float]] = {}
     sizes: list[float] = []
-    if rnd % settings.evaluate_every == 0 or rnd == settings.rounds:
+    evaluate_now = rnd % settings.evaluate_every == 0 or rnd == settings.rounds
+    if evaluate_now and "aborted" not in metrics:
         evaluation, sizes = _evaluate(strategy, transport, state, rnd, settings.run_id,
                                       settings.round_timeout)
     bus.publish(RoundEvent(
