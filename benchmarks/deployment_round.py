@@ -7,12 +7,17 @@ fedsilo's round is the real thing: the server's sync loop (configure, dispatch, 
 validation, streaming aggregation, commit), 4 institution processes with a real Client whose
 training returns the model unchanged.
 
+Flower's deployment runtime (1 SuperLink + 4 SuperNodes, `flwr run` of benchmarks/flower_app)
+runs the same dummy round in the same run when `.venv-flower` exists (see
+simulation_digits.py for how to make it).
+
     python benchmarks/deployment_round.py [--sizes 1000000 10000000] [--rounds 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -69,10 +74,45 @@ def raw_rounds(kits: Path, n: int, rounds: int) -> list[float]:
     return [max(times) for times in zip(*outs)]  # a round ends when the slowest is done
 
 
+def flower_rounds(n: int, rounds: int, bindir: Path, tmp: Path) -> list[float]:
+    """Flower 1.42 deployment: 1 SuperLink + 4 SuperNodes (insecure: Flower's TLS setup is
+    separate, and TLS costs nothing measurable on loopback), `flwr run` of flower_app/."""
+    home = tmp / "flwr_home"
+    home.mkdir(exist_ok=True)
+    (home / "config.toml").write_text('[superlink]\ndefault = "bench"\n\n[superlink.bench]\n'
+                                      'address = "127.0.0.1:8000"\ninsecure = true\n')
+    # Flower 1.42 serves its APIs over HTTP on :8000 and starts flower-superexec from PATH
+    env = {**os.environ, "FLWR_HOME": str(home),
+           "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    out = tmp / f"flower_{n}.txt"
+    procs = [subprocess.Popen([str(bindir / "flower-superlink"), "--insecure",
+                               "--disable-runtime-dependency-installation"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    time.sleep(3)
+    procs += [subprocess.Popen([str(bindir / "flower-supernode"), "--insecure", "--superlink",
+                                "127.0.0.1:8000", "--port", str(9100 + i), "--node-config",
+                                f"partition-id={i} num-partitions=4"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+              for i in range(4)]
+    try:
+        time.sleep(5)
+        subprocess.run([str(bindir / "flwr"), "run", str(HERE / "flower_app"), "bench",
+                        "--run-config", f'num-params={n} rounds={rounds} out="{out}"',
+                        "--stream"], env=env, timeout=900, capture_output=True, check=True)
+        return [float(x) for x in out.read_text().split()]
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(30)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
     p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--flower-bin", type=Path, default=HERE.parent / ".venv-flower" / "bin",
+                   help="bin folder of a venv with flwr 1.42 (skipped when absent)")
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         kits = Path(tmp) / "kits"
@@ -82,9 +122,13 @@ def main() -> None:
             ours = statistics.median(fedsilo_rounds(kits, n, a.rounds))
             time.sleep(0.5)
             ceiling = statistics.median(raw_rounds(kits, n, a.rounds))
-            print(f"N={n:>11,} float32 ({n * 4 / 2**20:6.1f} MiB): fedsilo round "
-                  f"{ours * 1e3:8.1f} ms | raw gRPC stream, same bytes {ceiling * 1e3:8.1f} ms"
-                  f" | ratio {ours / ceiling:.2f}x")
+            line = (f"N={n:>11,} float32 ({n * 4 / 2**20:6.1f} MiB): fedsilo round "
+                    f"{ours * 1e3:8.1f} ms | raw gRPC stream {ceiling * 1e3:8.1f} ms "
+                    f"({ours / ceiling:.2f}x)")
+            if (a.flower_bin / "flwr").exists():
+                flower = statistics.median(flower_rounds(n, a.rounds, a.flower_bin, Path(tmp)))
+                line += f" | Flower {flower * 1e3:8.1f} ms ({flower / ours:.1f}x fedsilo's)"
+            print(line, flush=True)
 
 
 if __name__ == "__main__":

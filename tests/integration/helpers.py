@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.conftest import EXAMPLES
@@ -88,3 +90,18 @@ def institution(kits: Path, name: str, port: int, out: Path, *extra: str) -> Pro
     data = HEART / "data" / f"processed.{FILES[name]}.data"
     return Proc([FEDSILO, "client", "--kit", str(kits / name), "--data", str(data),
                  "--address", f"127.0.0.1:{port}", *extra], out / f"{name}.log")
+
+
+@contextmanager
+def federation(kits: Path, tmp: Path, names: list[str], **run: object
+               ) -> Iterator[tuple[Proc, dict[str, Proc], int]]:
+    """A server (the heart config with `run` overrides) and one process per institution on a
+    free loopback port; every process is stopped on exit."""
+    port = free_port()
+    srv = server(kits, heart_config(tmp, **run), port, tmp)
+    clients = {n: institution(kits, n, port, tmp) for n in names}
+    try:
+        yield srv, clients, port
+    finally:
+        for p in (srv, *clients.values()):
+            p.stop()

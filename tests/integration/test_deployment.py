@@ -12,7 +12,7 @@ import pytest
 from fedsilo.config.schema import load_config
 from fedsilo.simulation.run import run_simulation
 from fedsilo.transport.grpc.provision import Project, provision
-from tests.integration.helpers import FILES, heart_config, institution, server
+from tests.integration.helpers import FILES, federation, institution
 
 pytestmark = pytest.mark.integration
 NAMES = list(FILES)
@@ -26,22 +26,13 @@ def kits(tmp_path_factory):
 
 
 def test_grpc_run_equals_simulation(kits, tmp_path):
-    from tests.integration.helpers import free_port
-
-    cfg_path = heart_config(tmp_path, rounds=5)
-    port = free_port()
-    srv = server(kits, cfg_path, port, tmp_path)
-    clients = [institution(kits, n, port, tmp_path) for n in NAMES]
-    try:
+    with federation(kits, tmp_path, NAMES, rounds=5) as (srv, clients, _):
         assert srv.finish(180) == 0, srv.text()
-        assert all(c.finish(30) == 0 for c in clients)
-    finally:
-        for p in (srv, *clients):
-            p.stop()
+        assert all(c.finish(30) == 0 for c in clients.values())
     log = srv.text()
     assert "mutual TLS" in log and "round 5: 4 institutions" in log
     deployed = np.load(next((tmp_path / "results").glob("*/model.npz")))
-    cfg = load_config(cfg_path)
+    cfg = load_config(tmp_path / "run.toml")
     simulated = run_simulation(cfg.model_copy(update={"run": cfg.run.model_copy(
         update={"compare": False})}), write=False)
     for name, value in simulated.history.params.items():
@@ -51,24 +42,14 @@ def test_grpc_run_equals_simulation(kits, tmp_path):
 
 
 def test_kill_9_mid_run_then_rejoin(kits, tmp_path):
-    from tests.integration.helpers import free_port
-
-    cfg_path = heart_config(tmp_path, rounds=40, round_timeout=4.0)
-    port = free_port()
-    srv = server(kits, cfg_path, port, tmp_path)
-    clients = {n: institution(kits, n, port, tmp_path) for n in NAMES}
-    try:
+    with federation(kits, tmp_path, NAMES, rounds=40, round_timeout=4.0) as (srv, clients,
+                                                                              port):
         srv.wait_for("round 3:", 120)
         clients["va-long-beach"].kill(signal.SIGKILL)
-        srv.wait_for("round", 5)
-        text = srv.wait_for(": 3 institutions", 60)
-        rejoin = institution(kits, "va-long-beach", port, tmp_path / "..")
-        clients["va-long-beach-2"] = rejoin
+        srv.wait_for(": 3 institutions", 60)
+        clients["va-long-beach-2"] = institution(kits, "va-long-beach", port, tmp_path / "..")
         assert srv.finish(240) == 0, srv.text()
         text = srv.text()
-    finally:
-        for p in (srv, *clients.values()):
-            p.stop()
     rounds = [(int(r), int(k)) for r, k in re.findall(r"round (\d+): (\d) institutions", text)]
     assert len(rounds) == 40
     dropped = [r for r, k in rounds if k == 3]
@@ -77,22 +58,14 @@ def test_kill_9_mid_run_then_rejoin(kits, tmp_path):
 
 
 def test_sigterm_stops_server_and_clients_gracefully(kits, tmp_path):
-    from tests.integration.helpers import free_port
-
-    cfg_path = heart_config(tmp_path, rounds=500)
-    port = free_port()
-    srv = server(kits, cfg_path, port, tmp_path)
-    clients = [institution(kits, n, port, tmp_path) for n in NAMES]
-    try:
+    with federation(kits, tmp_path, NAMES, rounds=500) as (srv, clients, _):
         srv.wait_for("round 2:", 120)
-        clients[0].kill(signal.SIGTERM)
-        assert clients[0].finish(30) == 0
-        assert "done" in clients[0].text()
+        first, *others = clients.values()
+        first.kill(signal.SIGTERM)
+        assert first.finish(30) == 0
+        assert "done" in first.text()
         srv.kill(signal.SIGTERM)
         assert srv.finish(30) == 143
         assert "server stopping on signal" in srv.text()
-        for c in clients[1:]:  # told the run is over, they exit cleanly
+        for c in others:  # told the run is over, they exit cleanly
             assert c.finish(60) == 0, c.text()
-    finally:
-        for p in (srv, *clients):
-            p.stop()
