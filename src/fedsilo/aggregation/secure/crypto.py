@@ -1,0 +1,77 @@
+"""The cryptographic primitives of secure aggregation, all from `cryptography`:
+
+- X25519 key agreement, the shared secret stretched with HKDF-SHA256 and a purpose label;
+- AES-256-GCM authenticated encryption of the Shamir shares sent to a neighbour (the sender,
+  recipient and round are bound as associated data, so a share replayed into another round or
+  redirected to another client fails to decrypt);
+- masks expanded from a 32-byte seed with AES-256-CTR into a preallocated uint64 buffer (a
+  cryptographic PRG; numpy's generators are never used for masks).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from fedsilo.errors import ProtocolError
+
+_RAW = serialization.Encoding.Raw, serialization.PublicFormat.Raw
+_ZERO_NONCE = bytes(16)
+
+
+def keypair() -> tuple[X25519PrivateKey, bytes]:
+    """A fresh X25519 private key and its raw 32-byte public key."""
+    sk = X25519PrivateKey.generate()
+    return sk, sk.public_key().public_bytes(*_RAW)
+
+
+def private_bytes(sk: X25519PrivateKey) -> bytes:
+    return sk.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                            serialization.NoEncryption())
+
+
+def private_from(raw: bytes) -> X25519PrivateKey:
+    return X25519PrivateKey.from_private_bytes(raw)
+
+
+def agree(sk: X25519PrivateKey, peer_public: bytes, purpose: bytes) -> bytes:
+    """A 32-byte key both parties derive: HKDF-SHA256(X25519(sk, peer), info=purpose)."""
+    try:
+        shared = sk.exchange(X25519PublicKey.from_public_bytes(peer_public))
+    except ValueError as e:
+        raise ProtocolError(f"secure aggregation: bad public key: {e}") from None
+    return HKDF(hashes.SHA256(), 32, salt=None, info=purpose).derive(shared)
+
+
+def seal(key: bytes, plaintext: bytes, associated: bytes) -> bytes:
+    nonce = os.urandom(12)
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, associated)
+
+
+def open_sealed(key: bytes, sealed: bytes, associated: bytes) -> bytes:
+    """Decrypt and authenticate. Raises ProtocolError on any tampering or wrong context."""
+    try:
+        return AESGCM(key).decrypt(sealed[:12], sealed[12:], associated)
+    except (InvalidTag, ValueError):
+        raise ProtocolError("secure aggregation: a share failed authentication (corrupted, "
+                            "or meant for another round or client)") from None
+
+
+def random_seed() -> bytes:
+    return os.urandom(32)
+
+
+def expand_mask(seed: bytes, out: np.ndarray) -> np.ndarray:
+    """Fill the uint64 array `out` with AES-256-CTR keystream keyed by `seed`."""
+    encryptor = Cipher(algorithms.AES(seed), modes.CTR(_ZERO_NONCE)).encryptor()
+    buf = out.reshape(-1).view(np.uint8)
+    buf[:] = 0
+    encryptor.update_into(buf, buf)  # keystream XOR 0, in place: no temporary
+    return out

@@ -1,0 +1,55 @@
+"""Fixed-point encoding of floats into the ring of integers mod 2^64.
+
+A value x becomes round(x · 2^frac_bits) mod 2^64 (two's complement). Sums of encoded values
+wrap in uint64 arithmetic and decode exactly as long as |Σ x| · 2^frac_bits < 2^63: with n
+contributions each bounded by `max_abs`, the layer checks n · max_abs · 2^frac_bits < 2^63 up
+front. Precision: 2^-frac_bits per value (2^-24 ≈ 6e-8 by default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedsilo.errors import ConfigError, MalformedUpdate
+
+RING_BITS = 64
+
+
+@dataclass(frozen=True)
+class FixedPoint:
+    frac_bits: int = 24
+    max_abs: float = 2.0**30
+
+    def __post_init__(self) -> None:
+        if not 0 < self.frac_bits < 52:
+            raise ConfigError(f"fixed point: frac_bits must be in 1..51, got {self.frac_bits}")
+        if not self.max_abs > 0:
+            raise ConfigError(f"fixed point: max_abs must be > 0, got {self.max_abs}")
+
+    @property
+    def precision(self) -> float:
+        return 2.0**-self.frac_bits
+
+    def check_headroom(self, contributions: int) -> None:
+        """Raise ConfigError if `contributions` values of max_abs could overflow the ring."""
+        if contributions * self.max_abs * 2.0**self.frac_bits >= 2.0**(RING_BITS - 1):
+            raise ConfigError(
+                f"fixed point: {contributions} contributions of |x| <= {self.max_abs} at "
+                f"2^-{self.frac_bits} precision overflow a {RING_BITS}-bit ring; lower "
+                f"max_abs or frac_bits")
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        """uint64 ring elements of `x`. Raises MalformedUpdate beyond ±max_abs or non-finite."""
+        x = np.asarray(x, dtype=np.float64)
+        if not np.isfinite(x).all():
+            raise MalformedUpdate("fixed point: NaN or Inf cannot be encoded")
+        if x.size and float(np.max(np.abs(x))) > self.max_abs:
+            raise MalformedUpdate(f"fixed point: |value| {float(np.max(np.abs(x))):.3g} exceeds "
+                                  f"max_abs {self.max_abs:.3g}")
+        return np.rint(x * 2.0**self.frac_bits).astype(np.int64).view(np.uint64)
+
+    def decode(self, ring: np.ndarray) -> np.ndarray:
+        """Float64 values of (summed) ring elements."""
+        return ring.view(np.int64).astype(np.float64) * 2.0**-self.frac_bits
