@@ -42,7 +42,7 @@ def main() -> None:
     state = strategy.init({"w": np.zeros(a.n, np.float32)})
     ids = [f"inst-{i:03d}" for i in range(a.k)]
     # Clients encode (multiply by their weight) on their side; the server receives these.
-    encoded = [layer.encode({"w": rng.standard_normal(a.n, dtype=np.float32)}, int(w), {})
+    encoded = [layer.encode({"w": rng.standard_normal(a.n, dtype=np.float32)}, int(w), {}, {})
                for w in weights]
     replies = [Reply(f"bench/1/fit/{c}", c, 1, 0, int(w), e)
                for c, w, e in zip(ids, weights, encoded)]

@@ -70,4 +70,4 @@ def test_custom_module_loss_and_optimizer():
                                      np.random.default_rng(0))
     assert used == [0.02] and n == 64 and "train_loss" in metrics
     assert set(params) == {"lin.weight", "lin.bias"}
-    assert strategy.aggregator.encode(params, n, {})["lin.weight"].shape == (1, 2)
+    assert strategy.aggregator.encode(params, n, {}, {})["lin.weight"].shape == (1, 2)

@@ -15,7 +15,7 @@ def updates(k, seed=0):
 def aggregate(layer, ups, ns):
     acc = layer.zero(spec_of(ups[0]))
     for u, n in zip(ups, ns):
-        layer.accumulate(acc, layer.encode(u, n, {}))
+        layer.accumulate(acc, layer.encode(u, n, {}, {}))
     return layer.finalize(layer.init(), acc)[1]
 
 
@@ -39,7 +39,7 @@ def test_merge_of_partial_accumulators_equals_one_pass():
     spec = spec_of(ups[0])
     a, b = layer.zero(spec), layer.zero(spec)
     for i, (u, n) in enumerate(zip(ups, ns)):
-        layer.accumulate(a if i % 2 else b, layer.encode(u, n, {}))
+        layer.accumulate(a if i % 2 else b, layer.encode(u, n, {}, {}))
     merged = layer.finalize(None, layer.merge(a, b))[1]
     np.testing.assert_allclose(merged["w"], aggregate(layer, ups, ns)["w"], rtol=1e-6)
 
@@ -49,7 +49,7 @@ def test_accumulator_memory_is_one_model():
     acc = layer.zero(spec_of(ups[0]))
     before = {n: a.ctypes.data for n, a in acc.sums.items()}
     for u in ups:
-        layer.accumulate(acc, layer.encode(u, 1, {}))
+        layer.accumulate(acc, layer.encode(u, 1, {}, {}))
     assert {n: a.ctypes.data for n, a in acc.sums.items()} == before  # summed in place
 
 
@@ -61,4 +61,4 @@ def test_no_contribution_is_an_error():
 
 def test_non_positive_example_count_is_refused():
     with pytest.raises(MalformedUpdate, match="num_examples must be > 0"):
-        WeightedMean(PlainSum()).encode(updates(1)[0], 0, {})
+        WeightedMean(PlainSum()).encode(updates(1)[0], 0, {}, {})

@@ -2,7 +2,9 @@
 
 A layer has a client half and a server half:
 
-- client half, pure, runs inside the institution: `encode(update, num_examples, config)`;
+- client half, runs inside the institution: `encode(update, num_examples, config, context)`
+  (`context` is the institution's private scratch for this round: a secure sum keeps its
+  keys there between stages);
 - server half, streaming: `zero(spec)` makes one accumulator, `accumulate(acc, encoded)` folds
   each reply in as it arrives (memory O(model), not O(clients x model)), `merge` joins two
   accumulators, `finalize(state, acc) -> (state', aggregate, metrics)`.
@@ -42,7 +44,8 @@ class Layer(Protocol):
 
     def encoded_spec(self, spec: ParamSpec) -> ParamSpec: ...
 
-    def encode(self, update: Params, num_examples: int, config: Mapping[str, Any]) -> Params: ...
+    def encode(self, update: Params, num_examples: int, config: Mapping[str, Any],
+               context: dict[str, Any]) -> Params: ...
 
     def zero(self, spec: ParamSpec) -> Accumulator: ...
 
@@ -51,3 +54,12 @@ class Layer(Protocol):
     def merge(self, a: Accumulator, b: Accumulator) -> Accumulator: ...
 
     def finalize(self, state: Any, acc: Accumulator) -> tuple[Any, Params, dict[str, float]]: ...
+
+
+def find_staged(layer: Any) -> Any | None:
+    """The layer of a stack that runs extra exchanges (pre_stages / post_stages), if any."""
+    while layer is not None:
+        if hasattr(layer, "pre_stages"):
+            return layer
+        layer = getattr(layer, "inner", None)
+    return None

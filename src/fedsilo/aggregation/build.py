@@ -13,8 +13,25 @@ from fedsilo.errors import ConfigError
 
 
 def build_aggregator(spec: Mapping[str, Any]) -> Layer:
-    """{"layer": "mean", "weighted": true} -> WeightedMean(PlainSum(), weighted=True)."""
+    """{"layer": "mean", "weighted": true, "secure": {...}?} -> WeightedMean(inner=sum), the
+    sum being PlainSum or, with "secure", a secure sum (weights applied before masking)."""
     layer = spec.get("layer", "mean")
-    if layer == "mean":
-        return WeightedMean(PlainSum(), weighted=bool(spec.get("weighted", True)))
-    raise ConfigError(f"aggregator layer '{layer}' is unknown; known: ['mean']")
+    if layer != "mean":
+        raise ConfigError(f"aggregator layer '{layer}' is unknown; known: ['mean']")
+    return WeightedMean(build_sum(spec.get("secure")), weighted=bool(spec.get("weighted", True)))
+
+
+def build_sum(secure: Mapping[str, Any] | None) -> Layer:
+    if not secure:
+        return PlainSum()
+    protocol = secure.get("protocol")
+    if protocol in ("secagg+", "secagg"):
+        from fedsilo.aggregation.secure.fixedpoint import FixedPoint
+        from fedsilo.aggregation.secure.secaggplus import SecAggPlus
+
+        neighbours = None if protocol == "secagg" else secure.get("neighbours")
+        return SecAggPlus(int(secure["threshold"]), neighbours,
+                          FixedPoint(int(secure.get("frac_bits", 24)),
+                                     float(secure.get("max_abs", 2.0**30))))
+    raise ConfigError(f"aggregation.secure '{protocol}' is unknown; known: ['secagg+', "
+                      f"'secagg']")

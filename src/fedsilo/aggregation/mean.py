@@ -41,16 +41,17 @@ class WeightedMean:
     def encoded_spec(self, spec: ParamSpec) -> ParamSpec:
         return self.inner.encoded_spec({**spec, WEIGHT_KEY: ArraySpec((1,), np.dtype(np.float64))})
 
-    def encode(self, update: Params, num_examples: int, config: Mapping[str, Any]) -> Params:
+    def encode(self, update: Params, num_examples: int, config: Mapping[str, Any],
+               context: dict[str, Any]) -> Params:
         if num_examples <= 0:
             raise MalformedUpdate(f"mean: num_examples must be > 0, got {num_examples}")
         w = float(num_examples) if self.weighted else 1.0
         weighted = {n: (u * w).astype(u.dtype, copy=False) for n, u in update.items()}
         weighted[WEIGHT_KEY] = np.array([w], dtype=np.float64)
-        return self.inner.encode(weighted, num_examples, config)
+        return self.inner.encode(weighted, num_examples, config, context)
 
     def zero(self, spec: ParamSpec) -> Accumulator:
-        return self.inner.zero(self.encoded_spec(spec))
+        return self.inner.zero({**spec, WEIGHT_KEY: ArraySpec((1,), np.dtype(np.float64))})
 
     def accumulate(self, acc: Accumulator, encoded: Params) -> None:
         self.inner.accumulate(acc, encoded)

@@ -42,7 +42,8 @@ class PlainSum:
     def encoded_spec(self, spec: ParamSpec) -> ParamSpec:
         return dict(spec)
 
-    def encode(self, update: Params, num_examples: int, config: Mapping[str, Any]) -> Params:
+    def encode(self, update: Params, num_examples: int, config: Mapping[str, Any],
+               context: dict[str, Any]) -> Params:
         return update
 
     def zero(self, spec: ParamSpec) -> Accumulator:

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Any
 
-from fedsilo.aggregation.base import Layer
+from fedsilo.aggregation.base import Layer, find_staged
 from fedsilo.algorithms.client_work import get_client_work
 from fedsilo.client.trainer import Trainer
 from fedsilo.core.messages import ErrorInfo, Reply, Task, TaskKind
 from fedsilo.core.params import Params
 from fedsilo.core.rng import generator
-from fedsilo.errors import FedsiloError
+from fedsilo.errors import FedsiloError, ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -27,16 +28,26 @@ class Client:
         self.client_id = client_id
         self.trainer = trainer
         self.encoder = encoder
+        self._contexts: dict[int, dict[str, Any]] = {}
+
+    def context(self, round: int) -> dict[str, Any]:
+        """This institution's private scratch for a round (kept for the latest two rounds)."""
+        if round not in self._contexts:
+            self._contexts = {r: c for r, c in self._contexts.items() if r >= round - 1}
+            self._contexts[round] = {}
+        return self._contexts[round]
 
     def handle(self, task: Task) -> Reply:
         try:
             if task.kind is TaskKind.EVALUATE:
                 n, metrics = self.trainer.evaluate(task.params)
                 return self._reply(task, n, metrics=metrics)
+            if task.kind is TaskKind.STAGE:
+                return self._stage(task)
             work = get_client_work(str(task.config.get("work", "local_training")))
             rng = generator(int(task.config.get("seed", 0)), task.round, self.client_id, "fit")
             update, n, metrics = work(self.trainer, task.params, dict(task.config), rng)
-            encoded = self.encoder.encode(update, n, task.layer_config)
+            encoded = self.encoder.encode(update, n, task.layer_config, self.context(task.round))
             return self._reply(task, n, update=encoded, metrics=metrics)
         except FedsiloError as e:
             return self._reply(task, 0, error=ErrorInfo(e.code, str(e)))
@@ -47,8 +58,17 @@ class Client:
             return self._reply(task, 0, error=ErrorInfo("client_training_error",
                                                         f"{type(e).__name__}: {e}"))
 
+    def _stage(self, task: Task) -> Reply:
+        staged = find_staged(self.encoder)
+        if staged is None:
+            raise ProtocolError(f"stage '{task.config.get('stage')}' asked, but this run's "
+                                f"aggregator has no stages")
+        answer = staged.stage_respond(str(task.config["stage"]), task.config["payload"],
+                                      self.context(task.round), self.client_id)
+        return self._reply(task, 0, payload={"stage": answer})
+
     def _reply(self, task: Task, num_examples: int, update: Params | None = None,
-               metrics: Mapping[str, float] | None = None,
-               error: ErrorInfo | None = None) -> Reply:
+               metrics: Mapping[str, float] | None = None, error: ErrorInfo | None = None,
+               payload: Mapping[str, Any] | None = None) -> Reply:
         return Reply(task.task_id, self.client_id, task.round, task.model_version,
-                     num_examples, update, dict(metrics or {}), {}, error)
+                     num_examples, update, dict(metrics or {}), dict(payload or {}), error)

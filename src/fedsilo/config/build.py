@@ -26,7 +26,13 @@ def model_spec(cfg: RunConfig) -> dict[str, Any]:
 
 
 def aggregator_spec(cfg: RunConfig) -> dict[str, Any]:
-    return {"layer": "mean", "weighted": cfg.strategy.weighted}
+    a = cfg.aggregation
+    spec: dict[str, Any] = {"layer": "mean", "weighted": cfg.strategy.weighted}
+    if a.secure != "none":
+        spec["secure"] = {"protocol": a.secure, "threshold": a.threshold,
+                          "neighbours": a.neighbours, "frac_bits": a.frac_bits,
+                          "max_abs": a.max_abs}
+    return spec
 
 
 def run_setup(cfg: RunConfig, prepare: Mapping[str, Any],

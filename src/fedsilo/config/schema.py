@@ -126,6 +126,23 @@ class StrategySection(_Section):
     eps: float = Field(default=1e-8, gt=0)
 
 
+class AggregationSection(_Section):
+    """How updates are combined. `secure` turns on secure aggregation: the server learns only
+    the sum ("secagg+": sparse neighbour graph of `neighbours`; "secagg": everyone)."""
+
+    secure: Literal["none", "secagg+", "secagg"] = "none"
+    threshold: int | None = Field(default=None, ge=2)
+    neighbours: int | None = Field(default=None, ge=2)
+    frac_bits: int = Field(default=24, ge=1, le=51)
+    max_abs: float = Field(default=2.0**30, gt=0)
+
+    @model_validator(mode="after")
+    def _needs_threshold(self) -> AggregationSection:
+        if self.secure != "none" and self.threshold is None:
+            raise ValueError(f"secure = '{self.secure}' needs 'threshold' (Shamir t)")
+        return self
+
+
 class RunConfig(_Section):
     """A whole simulation: run, data, model, client, strategy sections."""
 
@@ -134,6 +151,7 @@ class RunConfig(_Section):
     model: ModelSection
     client: ClientSection = Field(default_factory=ClientSection)
     strategy: StrategySection = Field(default_factory=StrategySection)
+    aggregation: AggregationSection = Field(default_factory=AggregationSection)
     base_dir: Path = Path(".")
 
     def resolve(self, path: str) -> Path:

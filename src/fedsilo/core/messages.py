@@ -14,6 +14,7 @@ class TaskKind(str, Enum):
     PREPARE = "prepare"    # share training-split statistics for federated preprocessing
     FIT = "fit"
     EVALUATE = "evaluate"
+    STAGE = "stage"        # an extra exchange of an aggregation layer (e.g. secure-sum keys)
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,8 @@ class Task:
 
     @property
     def task_id(self) -> str:
-        return f"{self.run_id}/{self.round}/{self.kind.value}/{self.client_id}"
+        stage = f"-{self.config['stage']}" if self.kind is TaskKind.STAGE else ""
+        return f"{self.run_id}/{self.round}/{self.kind.value}{stage}/{self.client_id}"
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,12 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from fedsilo.algorithms.base import ServerState, Strategy
+from fedsilo.aggregation.base import find_staged
+from fedsilo.algorithms.base import OpenRound, ServerState, Strategy
+from fedsilo.core.messages import Task
 from fedsilo.core.params import Params
 from fedsilo.engine.events import EventBus, RoundEvent
+from fedsilo.engine.stages import after_collection, before_collection
 from fedsilo.errors import AggregationError
 from fedsilo.evaluation.metrics import weighted_mean
 from fedsilo.transport.base import ServerTransport
@@ -57,18 +60,17 @@ def _one_round(strategy: Strategy, transport: ServerTransport, state: ServerStat
     start = time.perf_counter()
     tasks, open_round = strategy.configure(state, transport.clients(), rnd, settings.run_id,
                                            settings.seed)
-    transport.dispatch(tasks)
-    for reply in transport.poll(settings.round_timeout):
-        rejection = strategy.accept(open_round, reply)
-        transport.acknowledge(reply, rejection)
-        if rejection is not None:
-            log.warning("round %d: rejected %s: [%s] %s", rnd, rejection.client_id,
-                        rejection.code, rejection.reason)
-        if strategy.ready(open_round):
-            break
+    staged = find_staged(strategy.aggregator)
     try:
+        if staged is not None:
+            tasks = before_collection(staged, transport, tasks, open_round, settings.seed,
+                                      settings.round_timeout, strategy.client_config)
+        _collect(strategy, transport, tasks, open_round, settings.round_timeout)
+        if staged is not None:
+            after_collection(staged, transport, open_round, settings.run_id,
+                             settings.round_timeout, strategy.client_config)
         state, metrics = strategy.commit(state, open_round)
-    except AggregationError as e:  # too few valid replies: keep the model, go on
+    except AggregationError as e:  # too few valid replies or survivors: keep the model
         log.warning("round %d aborted, model unchanged: %s", rnd, e)
         metrics = {"aborted": str(e)}
     evaluation: dict[str, dict[str, float]] = {}
@@ -84,6 +86,20 @@ def _one_round(strategy: Strategy, transport: ServerTransport, state: ServerStat
         federated=weighted_mean(list(evaluation.values()), sizes),
         seconds=time.perf_counter() - start))
     return state
+
+
+def _collect(strategy: Strategy, transport: ServerTransport, tasks: list[Task],
+             open_round: OpenRound, timeout: float | None) -> None:
+    """Dispatch the fit tasks and fold each reply in as it arrives."""
+    transport.dispatch(tasks)
+    for reply in transport.poll(timeout):
+        rejection = strategy.accept(open_round, reply)
+        transport.acknowledge(reply, rejection)
+        if rejection is not None:
+            log.warning("round %d: rejected %s: [%s] %s", open_round.round,
+                        rejection.client_id, rejection.code, rejection.reason)
+        if strategy.ready(open_round):
+            break
 
 
 def _evaluate(strategy: Strategy, transport: ServerTransport, state: ServerState, rnd: int,

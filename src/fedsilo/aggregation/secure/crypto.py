@@ -73,5 +73,5 @@ def expand_mask(seed: bytes, out: np.ndarray) -> np.ndarray:
     encryptor = Cipher(algorithms.AES(seed), modes.CTR(_ZERO_NONCE)).encryptor()
     buf = out.reshape(-1).view(np.uint8)
     buf[:] = 0
-    encryptor.update_into(buf, buf)  # keystream XOR 0, in place: no temporary
+    encryptor.update_into(buf.data, buf.data)  # keystream XOR 0, in place: no temporary
     return out
