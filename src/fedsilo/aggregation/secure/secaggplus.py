@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,7 @@ from fedsilo.core.params import ArraySpec, Params, ParamSpec, zeros
 from fedsilo.core.rng import generator
 from fedsilo.errors import ConfigError, ProtocolError, SecureAggregationAborted
 
+log = logging.getLogger(__name__)
 MASK, SHARE = b"fedsilo/secagg/mask", b"fedsilo/secagg/share"
 RING = np.dtype(np.uint64)
 
@@ -206,7 +208,10 @@ class SecAggPlus:
                 replies: Mapping[str, Mapping[str, Any]]) -> None:
         b_shares: dict[str, list[tuple[int, int]]] = {}
         s_shares: dict[str, list[tuple[int, int]]] = {}
-        for reply in replies.values():
+        for u, reply in sorted(replies.items()):
+            for v, (_, reason) in reply.get("corrupt", {}).items():
+                log.warning("secagg+ round %d: share from %s to %s rejected: %s", rnd.round,
+                            v, u, reason)
             for v, (x, y) in reply.get("b", {}).items():
                 b_shares.setdefault(v, []).append((int(x), int(y, 16)))
             for v, (x, y) in reply.get("s", {}).items():
@@ -215,15 +220,21 @@ class SecAggPlus:
         dropped = rnd.shared - survivors
         scratch = _Flat(acc.sums)
         for v in sorted(survivors):  # remove self masks
-            seed = shamir.combine(b_shares.get(v, []), rnd.threshold)
+            seed = self._rebuild(b_shares.get(v, []), f"the self-mask seed of {v}")
             scratch.apply(acc.sums, seed, -1)
         for v in sorted(dropped):  # remove the pairwise masks survivors added with v
-            sk = crypto.private_from(shamir.combine(s_shares.get(v, []), rnd.threshold))
+            sk = crypto.private_from(self._rebuild(s_shares.get(v, []), f"the key of {v}"))
             for u in rnd.graph[v]:
-                if u in survivors:
+                if u in survivors:  # u added +mask if u < v, else -mask: undo it
                     seed = crypto.agree(sk, unb64(rnd.keys[u][1]), MASK)
-                    scratch.apply(acc.sums, seed, 1 if u < v else -1)
+                    scratch.apply(acc.sums, seed, -1 if u < v else 1)
         rnd.unmasked = True
+
+    def _rebuild(self, shares: list[tuple[int, int]], what: str) -> bytes:
+        try:
+            return shamir.combine(shares, self.threshold)
+        except SecureAggregationAborted as e:
+            raise SecureAggregationAborted(f"secagg+: cannot rebuild {what}: {e}") from None
 
     # client half -------------------------------------------------------------------------
     def stage_respond(self, stage: str, payload: Mapping[str, Any], ctx: dict[str, Any],
