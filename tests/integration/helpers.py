@@ -29,7 +29,10 @@ def free_port() -> int:
 def heart_config(tmp: Path, **run: object) -> Path:
     """The heart example's config with data paths made absolute and [run] overrides."""
     text = (HEART / "heart_disease.toml").read_text().replace('"data/', f'"{HEART}/data/')
-    extra = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in run.items())
+    def toml(v: object) -> str:
+        return str(v).lower() if isinstance(v, bool) else repr(v).replace("'", '"')
+
+    extra = "".join(f"{k} = {toml(v)}\n" for k, v in run.items())
     text = text.replace("[run]\n", "[run]\n" + extra)
     for key in run:  # drop the original line of an overridden key
         lines = text.splitlines()

@@ -20,6 +20,7 @@ from fedsilo.config.schema import load_config
 from fedsilo.core.messages import Reply, Task, TaskKind
 from fedsilo.data.loading import read_table
 from fedsilo.session import run_session
+from fedsilo.simulation.run import run_simulation
 from fedsilo.transport import serde
 from fedsilo.transport.grpc.client import Backoff, Stub, run_institution
 from fedsilo.transport.grpc.provision import Project, provision
@@ -142,3 +143,22 @@ def test_client_gives_up_when_no_server(kits):
     with pytest.raises(TransportError, match="unreachable"):
         run_institution("localhost:1", lambda t: None, client_credentials(kits / "hungary"),
                         give_up_after=1.0, backoff=Backoff(0.1, 0.2))
+
+
+def test_secure_aggregation_over_grpc_matches_simulation(kits, transport, tmp_path):
+    threads = [start(kits, transport, n, real(n).handle) for n in FILES]
+    assert len(transport.wait_for_clients(4, 30)) == 4
+    cfg = load_config(heart_config(tmp_path, rounds=3, compare=False))
+    cfg = cfg.model_copy(update={"aggregation": cfg.aggregation.model_copy(
+        update={"secure": "secagg+", "threshold": 2, "neighbours": 3})})
+    d = cfg.data
+    schema = build_schema(cfg, pd.DataFrame(columns=d.columns))
+    deployed = run_session(cfg, transport, schema, "secure", timeout=60,
+                           read={"columns": d.columns, "na_values": d.na_values})
+    simulated = run_simulation(cfg, write=False)
+    for event in deployed.history.events:
+        assert sorted(event.participants) == sorted(FILES)
+        assert event.metrics["aggregator"]["secagg_dropouts"] == 0
+    for name, value in simulated.history.params.items():
+        np.testing.assert_allclose(deployed.history.params[name], value, atol=1e-5)
+    assert len(threads) == 4
