@@ -299,7 +299,9 @@ class SecAggPlus:
             raise ProtocolError("secagg+: fit task without this round's key exchange")
         ctx["inbox"] = dict(cfg["inbox"])
         flat = _Flat(update)
-        y = flat.join({n: self.fixed.encode(a) for n, a in update.items()})
+        y = np.empty(flat.total, RING)
+        for name, view in flat.split(y).items():
+            self.fixed.encode_into(update[name], view)
         scratch = np.empty_like(y)
         np.add(y, crypto.expand_mask(ctx["b"], scratch), out=y)
         me = ctx["me"]
@@ -322,10 +324,6 @@ class _Flat:
         self.sizes = {n: int(np.prod(s, dtype=np.int64)) for n, s in self.shapes.items()}
         self.total = sum(self.sizes.values())
         self._scratch: np.ndarray | None = None
-
-    def join(self, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
-        return np.concatenate([arrays[n].reshape(-1).astype(RING, copy=False)
-                               for n in self.shapes]) if self.shapes else np.zeros(0, RING)
 
     def split(self, flat: np.ndarray) -> Params:
         out, start = {}, 0

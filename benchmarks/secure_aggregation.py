@@ -1,0 +1,90 @@
+"""Goal 4 (../shared/PERFORMANCE.md): wall time of one round with SecAgg+ vs the plain round,
+for K institutions and N parameters, and the bytes each institution sends.
+
+Both rounds run the real round loop in one process (in-process transport, so the figures are
+the protocol's compute: key agreement, Shamir shares, AES-GCM, AES-CTR masks, unmasking).
+Institutions return a random update instead of training. SecAgg+ uses Flower's benchmark
+setting: 3 neighbours ("shares"), threshold 2.
+
+    python benchmarks/secure_aggregation.py [--k 10 100] [--n 100000 1000000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+
+from fedsilo.aggregation.build import build_aggregator
+from fedsilo.algorithms.fedavg import fedavg
+from fedsilo.client.client import Client
+from fedsilo.core.messages import Reply, Task, TaskKind
+from fedsilo.engine.sync_runner import RunSettings, run_sync
+from fedsilo.transport.inprocess import InProcessTransport
+
+PLAIN = {"layer": "mean", "weighted": True}
+SECURE = {**PLAIN, "secure": {"protocol": "secagg+", "threshold": 2, "neighbours": 3}}
+
+
+class RandomUpdate:
+    """A trainer whose 'training' moves every parameter by a small random step."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def fit(self, params, cfg, rng):
+        return {k: v + self.rng.standard_normal(v.shape, np.float32) * 0.01
+                for k, v in params.items()}, 100, {}
+
+    def evaluate(self, params):
+        return 1, {}
+
+
+class Metered:
+    """Counts what an institution sends: update bytes plus stage payloads (as JSON)."""
+
+    def __init__(self, client: Client) -> None:
+        self.client, self.sent = client, 0
+
+    def handle(self, task: Task) -> Reply:
+        reply = self.client.handle(task)
+        if reply.update is not None:
+            self.sent += sum(a.nbytes for a in reply.update.values())
+        if task.kind is TaskKind.STAGE:
+            self.sent += len(json.dumps(reply.payload))
+        return reply
+
+
+def one(k: int, n: int, rounds: int, spec: dict) -> tuple[float, float]:
+    strategy = fedavg({"epochs": 1}, aggregator=build_aggregator(spec))
+    clients = {f"i{j:03d}": Metered(Client(f"i{j:03d}", RandomUpdate(j), build_aggregator(spec)))
+               for j in range(k)}
+    history = run_sync(strategy, InProcessTransport(clients), {"w": np.zeros(n, np.float32)},
+                       RunSettings("bench", 0, rounds, evaluate_every=10**9))
+    seconds = statistics.median(e.seconds for e in history.events[:-1] or history.events)
+    return seconds, sum(c.sent for c in clients.values()) / (k * rounds)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--k", type=int, nargs="+", default=[10, 100])
+    p.add_argument("--n", type=int, nargs="+", default=[100_000, 1_000_000])
+    p.add_argument("--rounds", type=int, default=3)
+    a = p.parse_args()
+    print("one round, in process; SecAgg+ with 3 neighbours, threshold 2")
+    for k in a.k:
+        for n in a.n:
+            t0 = time.perf_counter()
+            plain, plain_bytes = one(k, n, a.rounds, PLAIN)
+            safe, safe_bytes = one(k, n, a.rounds, SECURE)
+            print(f"K={k:>4} N={n:>9,}: plain {plain:7.3f} s | secagg+ {safe:7.3f} s | "
+                  f"{safe / plain:4.1f}x | sent per institution: plain "
+                  f"{plain_bytes / 2**20:6.2f} MiB, secagg+ {safe_bytes / 2**20:6.2f} MiB "
+                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
