@@ -46,13 +46,15 @@ def initial_params(cfg: RunConfig, pre: Preprocessor) -> Params:
 def run_session(cfg: RunConfig, transport: ServerTransport, schema: Schema, run_id: str,
                 read: Mapping[str, Any] | None = None, listener: Listener | None = None,
                 evaluate_every: int | None = None, classes: tuple[str, ...] | None = None,
-                timeout: float | None = None) -> SessionResult:
+                timeout: float | None = None,
+                keys: Mapping[str, bytes] | None = None) -> SessionResult:
     """Prepare stage, then `cfg.run.rounds` synchronous rounds over `transport`.
 
     Args:
         read: how institutions read their CSV (columns of a header-less file, NA markers).
         classes: force the class set (a single institution may lack a class).
         timeout: per-stage deadline in seconds (None in simulation).
+        keys: the server's local key material (the CKKS public context).
     """
     prepare = prepare_config(schema, read or {}, cfg.data.test_fraction, cfg.run.seed)
     pre, rows = federated_preprocessing(transport, prepare, run_id, cfg.strategy.min_clients,
@@ -63,6 +65,6 @@ def run_session(cfg: RunConfig, transport: ServerTransport, schema: Schema, run_
         bus.subscribe(listener)
     settings = RunSettings(run_id, cfg.run.seed, cfg.run.rounds,
                            evaluate_every or cfg.run.evaluate_every, timeout)
-    history = run_sync(build_strategy(cfg, setup), transport, initial_params(cfg, pre),
+    history = run_sync(build_strategy(cfg, setup, keys), transport, initial_params(cfg, pre),
                        settings, bus)
     return SessionResult(history, pre, setup, rows)

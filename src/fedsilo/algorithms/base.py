@@ -108,7 +108,12 @@ class Strategy:
             open_round.rejected.append(rejection)
             return rejection
         assert reply.update is not None
-        self.aggregator.accumulate(open_round.accumulator, reply.update)
+        try:
+            self.aggregator.accumulate(open_round.accumulator, reply.update)
+        except ProtocolError as e:  # e.g. a ciphertext that does not parse: all or nothing
+            rejection = Rejection(reply.client_id, e.code, str(e))
+            open_round.rejected.append(rejection)
+            return rejection
         open_round.received.append(reply.client_id)
         open_round.client_metrics[reply.client_id] = dict(reply.metrics)
         open_round.num_examples[reply.client_id] = reply.num_examples

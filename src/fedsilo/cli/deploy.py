@@ -108,7 +108,8 @@ def server_cmd(args: argparse.Namespace, console: Console) -> int:
         session = run_session(cfg, transport, schema, cfg.run.name,
                               read={"columns": d.columns, "na_values": d.na_values},
                               listener=lambda ev: _print_round(console, ev),
-                              timeout=cfg.run.round_timeout or 300.0)
+                              timeout=cfg.run.round_timeout or 300.0,
+                              keys=_kit_keys(args.kit, "ckks.public"))
         result = SimulationResult(cfg, session.history, None, session.preprocessor.feature_names)
         result.output_dir = write_results(result)
         console.print(f"results: {result.output_dir}")
@@ -118,6 +119,12 @@ def server_cmd(args: argparse.Namespace, console: Console) -> int:
         return 143
     finally:
         transport.close()
+
+
+def _kit_keys(kit: Path, filename: str) -> dict[str, bytes]:
+    """Local key material from a kit (the CKKS context), if the project has it."""
+    path = Path(kit) / filename
+    return {"ckks": path.read_bytes()} if path.is_file() else {}
 
 
 def _raise_exit(signum: int, frame: FrameType | None) -> None:
@@ -164,7 +171,8 @@ def client_cmd(args: argparse.Namespace, console: Console) -> int:
     address = args.address or f"{info['server']}:{info.get('port', 8443)}"
     console.print(f"institution '{name}' connecting to {address}")
     start = time.monotonic()
-    answered = run_institution(address, Institution(name, table).handle,
+    institution = Institution(name, table, keys=_kit_keys(args.kit, "ckks.secret"))
+    answered = run_institution(address, institution.handle,
                                None if args.insecure else client_credentials(args.kit),
                                name=name, stop=stop, give_up_after=args.give_up_after)
     console.print(f"institution '{name}': {answered} tasks answered in "

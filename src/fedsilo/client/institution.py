@@ -32,13 +32,16 @@ class Institution:
         table: its rows, or a function of the server's read options returning them.
         models: where torch models come from (simulation shares one cache).
         split: a fixed train/test split, instead of splitting `table` (pooled reference).
+        keys: local key material that never travels (the consortium's CKKS secret context).
     """
 
     def __init__(self, name: str, table: pd.DataFrame | TableSource | None = None,
-                 models: ModelCache | None = None, split: InstitutionSplit | None = None):
+                 models: ModelCache | None = None, split: InstitutionSplit | None = None,
+                 keys: Mapping[str, bytes] | None = None):
         self.name = name
         self._table = table
         self._fixed = split
+        self._keys = dict(keys or {})
         self._models = models or ModelCache()
         self._splits: dict[str, InstitutionSplit] = {}
         self._clients: dict[str, Client] = {}
@@ -90,5 +93,6 @@ class Institution:
             pre = Preprocessor.from_dict(setup["preprocessor"])
             data = local_data(self.split(setup["data"]), pre)
             trainer = make_trainer(setup["model"], data, self._models)
-            self._clients = {key: Client(self.name, trainer, build_aggregator(setup["aggregator"]))}
+            encoder = build_aggregator(setup["aggregator"], self._keys)
+            self._clients = {key: Client(self.name, trainer, encoder)}
         return self._clients[key]

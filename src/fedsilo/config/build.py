@@ -28,7 +28,9 @@ def model_spec(cfg: RunConfig) -> dict[str, Any]:
 def aggregator_spec(cfg: RunConfig) -> dict[str, Any]:
     a = cfg.aggregation
     spec: dict[str, Any] = {"layer": "mean", "weighted": cfg.strategy.weighted}
-    if a.secure != "none":
+    if a.secure == "ckks":
+        spec["secure"] = {"protocol": "ckks"}
+    elif a.secure != "none":
         spec["secure"] = {"protocol": a.secure, "threshold": a.threshold,
                           "neighbours": a.neighbours, "frac_bits": a.frac_bits,
                           "max_abs": a.max_abs}
@@ -43,18 +45,20 @@ def run_setup(cfg: RunConfig, prepare: Mapping[str, Any],
             "model": model_spec(cfg), "aggregator": aggregator_spec(cfg)}
 
 
-def build_strategy(cfg: RunConfig, setup: Mapping[str, Any] | None = None) -> Strategy:
-    """The strategy named in [strategy]; its tasks carry the [client] settings and `setup`."""
-    strategy = _strategy(cfg)
+def build_strategy(cfg: RunConfig, setup: Mapping[str, Any] | None = None,
+                   keys: Mapping[str, bytes] | None = None) -> Strategy:
+    """The strategy named in [strategy]; its tasks carry the [client] settings and `setup`.
+    `keys`: the server's local key material (the CKKS public context)."""
+    strategy = _strategy(cfg, keys)
     if setup is None:
         return strategy
     return dataclasses.replace(strategy, client_config={**strategy.client_config,
                                                         "setup": dict(setup)})
 
 
-def _strategy(cfg: RunConfig) -> Strategy:
+def _strategy(cfg: RunConfig, keys: Mapping[str, bytes] | None) -> Strategy:
     s, client = cfg.strategy, cfg.client.train_config()
-    aggregator = build_aggregator(aggregator_spec(cfg))
+    aggregator = build_aggregator(aggregator_spec(cfg), keys)
     if s.name == "fedsgd":
         return fedsgd(s.server_lr or cfg.client.lr, fraction=s.fraction,
                       min_clients=s.min_clients, aggregator=aggregator)

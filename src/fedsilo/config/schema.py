@@ -128,9 +128,10 @@ class StrategySection(_Section):
 
 class AggregationSection(_Section):
     """How updates are combined. `secure` turns on secure aggregation: the server learns only
-    the sum ("secagg+": sparse neighbour graph of `neighbours`; "secagg": everyone)."""
+    the sum ("secagg+": sparse neighbour graph of `neighbours`; "secagg": everyone; "ckks":
+    homomorphic encryption with TenSEAL, for small consortia)."""
 
-    secure: Literal["none", "secagg+", "secagg"] = "none"
+    secure: Literal["none", "secagg+", "secagg", "ckks"] = "none"
     threshold: int | None = Field(default=None, ge=2)
     neighbours: int | None = Field(default=None, ge=2)
     frac_bits: int = Field(default=24, ge=1, le=51)
@@ -138,7 +139,7 @@ class AggregationSection(_Section):
 
     @model_validator(mode="after")
     def _needs_threshold(self) -> AggregationSection:
-        if self.secure != "none" and self.threshold is None:
+        if self.secure in ("secagg+", "secagg") and self.threshold is None:
             raise ValueError(f"secure = '{self.secure}' needs 'threshold' (Shamir t)")
         return self
 

@@ -25,7 +25,7 @@ class ArraySpec:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return int(np.prod(self.shape, dtype=np.int64))  # negative for variable length
 
 
 ParamSpec = dict[str, ArraySpec]
@@ -53,13 +53,18 @@ def check_like(params: Mapping[str, np.ndarray], spec: ParamSpec, what: str = "u
         arr = params[name]
         if not isinstance(arr, np.ndarray):
             raise MalformedUpdate(f"{what}: '{name}' is {type(arr).__name__}, expected ndarray")
-        if tuple(arr.shape) != want.shape:
+        if not _shape_fits(tuple(arr.shape), want.shape):
             raise MalformedUpdate(f"{what}: '{name}' has shape {tuple(arr.shape)}, "
                                   f"expected {want.shape}")
         if arr.dtype != want.dtype:
             raise MalformedUpdate(f"{what}: '{name}' has dtype {arr.dtype}, expected {want.dtype}")
         if not all_finite(arr):
             raise MalformedUpdate(f"{what}: '{name}' contains NaN or Inf values")
+
+
+def _shape_fits(shape: tuple[int, ...], want: tuple[int, ...]) -> bool:
+    """Equal shapes, where -1 in `want` admits any length (variable-size ciphertexts)."""
+    return len(shape) == len(want) and all(w in (-1, s) for s, w in zip(shape, want))
 
 
 def all_finite(arr: np.ndarray) -> bool:

@@ -69,9 +69,10 @@ def run_simulation(cfg: RunConfig, phase: PhaseListener | None = None, write: bo
     for name, table in tables.items():
         schema.check(table, f"institution '{name}'")
     models = ModelCache()
-    institutions = {n: Institution(n, t, models) for n, t in sorted(tables.items())}
+    secret, public = _keys(cfg)
+    institutions = {n: Institution(n, t, models, keys=secret) for n, t in sorted(tables.items())}
     session = run_session(cfg, InProcessTransport(institutions), schema, cfg.run.name,
-                          listener=phase("federated", cfg.run.rounds))
+                          listener=phase("federated", cfg.run.rounds), keys=public)
     comparison = None
     if cfg.run.compare:
         comparison = _compare(cfg, institutions, session, phase)
@@ -82,14 +83,26 @@ def run_simulation(cfg: RunConfig, phase: PhaseListener | None = None, write: bo
     return result
 
 
+def _keys(cfg: RunConfig) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """Key material a simulation makes up front: the CKKS context (secret for the simulated
+    institutions, public for the server)."""
+    if cfg.aggregation.secure != "ckks":
+        return {}, {}
+    from fedsilo.aggregation.secure.ckks import new_keys
+
+    secret, public = new_keys()
+    return {"ckks": secret}, {"ckks": public}
+
+
 def _compare(cfg: RunConfig, institutions: Mapping[str, Institution], fed: SessionResult,
              phase: PhaseListener) -> Comparison:
     """Same recipe (model, client work, server optimizer, rounds), other data: each
     institution alone with its own preprocessing, and all training rows pooled in one place.
     Every model is scored on the same held-out rows as the federated one."""
     schema, classes = fed.preprocessor.schema, fed.preprocessor.classes
-    alone = cfg.model_copy(update={"strategy": cfg.strategy.model_copy(
-        update={"fraction": 1.0, "min_clients": 1})})
+    alone = cfg.model_copy(update={  # one institution: nothing to hide from itself
+        "strategy": cfg.strategy.model_copy(update={"fraction": 1.0, "min_clients": 1}),
+        "aggregation": cfg.aggregation.model_copy(update={"secure": "none"})})
     splits = [inst.split(fed.setup["data"]) for inst in institutions.values()]
     local, local_everywhere = {}, {}
     for name, inst in institutions.items():

@@ -3,8 +3,8 @@ key per institution, written as startup kits (after NVFlare's provisioning).
 
 ```
 OUT/ca/            ca.pem, ca.key            the CA key stays with the project admin
-OUT/server/        ca.pem, server.pem, server.key, crl.pem, project.json
-OUT/<institution>/ ca.pem, client.pem, client.key, project.json
+OUT/server/        ca.pem, server.pem, server.key, crl.pem, project.json [, ckks.public]
+OUT/<institution>/ ca.pem, client.pem, client.key, project.json [, ckks.secret]
 ```
 An institution's identity is the common name of its certificate. Revoking adds the
 certificate's serial number to the CA-signed revocation list the server checks.
@@ -42,6 +42,7 @@ class Project:
     institutions: tuple[str, ...]
     valid_days: int = 365
     port: int = 8443
+    ckks: bool = False
 
     @classmethod
     def load(cls, path: str | Path) -> Project:
@@ -52,7 +53,7 @@ class Project:
         raw = tomllib.loads(p.read_text()).get("project")
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: missing [project] table")
-        unknown = set(raw) - {"name", "server", "port", "institutions", "valid_days"}
+        unknown = set(raw) - {"name", "server", "port", "institutions", "valid_days", "ckks"}
         if unknown:
             raise ConfigError(f"{p}: unknown key(s) {sorted(unknown)} in [project]")
         insts = tuple(raw.get("institutions", ()))
@@ -61,7 +62,8 @@ class Project:
             raise ConfigError(f"{p}: institutions must be unique names of letters, digits, "
                               f"'.', '_', '-' (got {list(insts)})")
         return cls(str(raw.get("name", "fedsilo")), str(raw.get("server", "localhost")),
-                   insts, int(raw.get("valid_days", 365)), int(raw.get("port", 8443)))
+                   insts, int(raw.get("valid_days", 365)), int(raw.get("port", 8443)),
+                   bool(raw.get("ckks", False)))
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -164,6 +166,13 @@ def provision(project: Project, out: str | Path) -> Path:
                 "institutions": list(project.institutions)}
         (kit / "project.json").write_text(json.dumps(meta, indent=2))
     _write(root / "server" / "crl.pem", write_crl(ca_key, ca, []))
+    if project.ckks:  # the consortium's CKKS key: secret to institutions, public to server
+        from fedsilo.aggregation.secure.ckks import new_keys
+
+        secret, public = new_keys()
+        _write(root / "server" / "ckks.public", public)
+        for name in project.institutions:
+            _write(root / name / "ckks.secret", secret, secret=True)
     return root
 
 
