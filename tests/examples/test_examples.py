@@ -42,3 +42,15 @@ def test_house_prices_adam_on_clients_and_server():
     assert fed <= pooled * 1.03
     assert fed < 0.7 * c.mean_local_only_everywhere  # regional models fail elsewhere
     assert [r.institution for r in c.rows] == ["<1H OCEAN", "INLAND", "NEAR BAY", "NEAR OCEAN"]
+
+
+@pytest.mark.parametrize("secure", [{"secure": "secagg+", "threshold": 2, "neighbours": 3},
+                                    {"secure": "secagg", "threshold": 2}, {"secure": "ckks"}])
+def test_heart_disease_with_secure_aggregation_keeps_accuracy(secure):
+    cfg = load_config(EXAMPLES / "heart_disease/heart_disease.toml")
+    cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"compare": False})})
+    plain = run_simulation(cfg, write=False).final["accuracy"]
+    safe_cfg = cfg.model_copy(update={"aggregation": cfg.aggregation.model_copy(update=secure)})
+    safe = run_simulation(safe_cfg, write=False)
+    assert abs(safe.final["accuracy"] - plain) <= 0.005
+    assert "aborted" not in safe.history.events[-1].metrics

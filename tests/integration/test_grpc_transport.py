@@ -162,3 +162,34 @@ def test_secure_aggregation_over_grpc_matches_simulation(kits, transport, tmp_pa
     for name, value in simulated.history.params.items():
         np.testing.assert_allclose(deployed.history.params[name], value, atol=1e-5)
     assert len(threads) == 4
+
+
+def test_ckks_over_grpc_with_provisioned_keys(tmp_path):
+    root = tmp_path / "ckks-kits"
+    provision(Project("heart", "localhost", tuple(FILES), ckks=True), root)
+    assert (root / "server" / "ckks.public").is_file()
+    assert not (root / "server" / "ckks.secret").exists()  # the server never holds it
+    server = GrpcServerTransport("127.0.0.1:0", Gatekeeper.from_kit(root / "server"),
+                                 server_credentials(root / "server"))
+    try:
+        for n in FILES:
+            path = HEART / "data" / f"processed.{FILES[n]}.data"
+            inst = Institution(n, lambda read, p=path: read_table(p, read.get("columns"),
+                                                                  read.get("na_values")),
+                               keys={"ckks": (root / n / "ckks.secret").read_bytes()})
+            start(root, server, n, inst.handle)
+        assert len(server.wait_for_clients(4, 30)) == 4
+        cfg = load_config(heart_config(tmp_path, rounds=2, compare=False))
+        cfg = cfg.model_copy(update={"aggregation": cfg.aggregation.model_copy(
+            update={"secure": "ckks"})})
+        d = cfg.data
+        deployed = run_session(cfg, server, build_schema(cfg, pd.DataFrame(columns=d.columns)),
+                               "ckks", timeout=60,
+                               read={"columns": d.columns, "na_values": d.na_values},
+                               keys={"ckks": (root / "server" / "ckks.public").read_bytes()})
+    finally:
+        server.close(0.5)
+    plain = run_simulation(cfg.model_copy(update={"aggregation": cfg.aggregation.model_copy(
+        update={"secure": "none"})}), write=False)
+    for name, value in plain.history.params.items():
+        np.testing.assert_allclose(deployed.history.params[name], value, atol=1e-5)
