@@ -6,6 +6,10 @@ the protocol's compute: key agreement, Shamir shares, AES-GCM, AES-CTR masks, un
 Institutions return a random update instead of training. SecAgg+ uses Flower's benchmark
 setting: 3 neighbours ("shares"), threshold 2.
 
+With `.venv-flower` present, Flower 1.42's simulation runs the same workload plain and with
+its SecAgg+ (SecAggPlusWorkflow + secaggplus_mod, 3 shares, threshold 2) in the same run, for
+the (K, N) pairs in --flower-k (its per-round time excludes the engine's start-up).
+
     python benchmarks/secure_aggregation.py [--k 10 100] [--n 100000 1000000] [--rounds 3]
 """
 
@@ -14,7 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -68,11 +74,25 @@ def one(k: int, n: int, rounds: int, spec: dict) -> tuple[float, float]:
     return seconds, sum(c.sent for c in clients.values()) / (k * rounds)
 
 
+HERE = Path(__file__).resolve().parent
+
+
+def flower(python: Path, k: int, n: int, rounds: int, secure: bool) -> float:
+    out = subprocess.run([str(python), str(HERE / "_flower_secagg.py"), str(k), str(n),
+                          str(rounds), "1" if secure else "0"], capture_output=True,
+                         text=True, timeout=1800, check=True).stdout
+    return float(json.loads(out.strip().splitlines()[-1])["round_s"])
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--k", type=int, nargs="+", default=[10, 100])
     p.add_argument("--n", type=int, nargs="+", default=[100_000, 1_000_000])
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--flower-k", type=int, nargs="*", default=[10],
+                   help="K values for which Flower runs too")
+    p.add_argument("--flower-python", type=Path,
+                   default=HERE.parent / ".venv-flower" / "bin" / "python")
     a = p.parse_args()
     print("one round, in process; SecAgg+ with 3 neighbours, threshold 2")
     for k in a.k:
@@ -84,6 +104,12 @@ def main() -> None:
                   f"{safe / plain:4.1f}x | sent per institution: plain "
                   f"{plain_bytes / 2**20:6.2f} MiB, secagg+ {safe_bytes / 2**20:6.2f} MiB "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
+            if k in a.flower_k and a.flower_python.exists():
+                fp = flower(a.flower_python, k, n, a.rounds, False)
+                fs = flower(a.flower_python, k, n, a.rounds, True)
+                print(f"{'':>18} Flower: plain {fp:7.3f} s | secagg+ {fs:7.3f} s | "
+                      f"{fs / fp:4.1f}x | Flower secagg+ / fedsilo secagg+ {fs / safe:5.1f}x",
+                      flush=True)
 
 
 if __name__ == "__main__":
