@@ -91,6 +91,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--flower-k", type=int, nargs="*", default=[10],
                    help="K values for which Flower runs too")
+    p.add_argument("--flower-rounds", type=int, default=12,
+                   help="Flower's rounds (its actors start in round 1: amortise it)")
     p.add_argument("--flower-python", type=Path,
                    default=HERE.parent / ".venv-flower" / "bin" / "python")
     a = p.parse_args()
@@ -105,8 +107,8 @@ def main() -> None:
                   f"{plain_bytes / 2**20:6.2f} MiB, secagg+ {safe_bytes / 2**20:6.2f} MiB "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
             if k in a.flower_k and a.flower_python.exists():
-                fp = flower(a.flower_python, k, n, a.rounds, False)
-                fs = flower(a.flower_python, k, n, a.rounds, True)
+                fp = flower(a.flower_python, k, n, a.flower_rounds, False)
+                fs = flower(a.flower_python, k, n, a.flower_rounds, True)
                 print(f"{'':>18} Flower: plain {fp:7.3f} s | secagg+ {fs:7.3f} s | "
                       f"{fs / fp:4.1f}x | Flower secagg+ / fedsilo secagg+ {fs / safe:5.1f}x",
                       flush=True)
