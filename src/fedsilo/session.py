@@ -4,6 +4,7 @@ Institutions; the deployment server passes the gRPC transport. Nothing else diff
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +13,7 @@ import numpy as np
 
 from fedsilo.client.factory import make_trainer
 from fedsilo.client.local_data import LocalData
-from fedsilo.config.build import build_strategy, model_spec, run_setup
+from fedsilo.config.build import build_strategy, model_spec, privacy_accountant, run_setup
 from fedsilo.config.schema import RunConfig
 from fedsilo.core.params import Params
 from fedsilo.data.preprocessing import Preprocessor
@@ -20,7 +21,10 @@ from fedsilo.data.schema import Schema
 from fedsilo.engine.events import EventBus, Listener
 from fedsilo.engine.prepare import federated_preprocessing, prepare_config
 from fedsilo.engine.sync_runner import RunHistory, RunSettings, run_sync
+from fedsilo.errors import PrivacyBudgetExhausted
 from fedsilo.transport.base import ServerTransport
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,6 +47,26 @@ def initial_params(cfg: RunConfig, pre: Preprocessor) -> Params:
     return make_trainer(model_spec(cfg), data).initial_params()
 
 
+def rounds_within_budget(cfg: RunConfig) -> int:
+    """cfg.run.rounds, or fewer if the privacy budget (target ε at δ) runs out first.
+
+    Raises:
+        PrivacyBudgetExhausted: not even one round fits the budget.
+    """
+    accountant = privacy_accountant(cfg)
+    target = cfg.privacy.target_epsilon
+    if accountant is None or target is None:
+        return cfg.run.rounds
+    allowed = accountant.max_rounds(target, cfg.run.rounds)
+    if allowed == 0:
+        raise PrivacyBudgetExhausted(f"privacy: one round already costs ε = "
+                                     f"{accountant.epsilon(1):.3g} > target {target}")
+    if allowed < cfg.run.rounds:
+        log.warning("privacy budget ε = %s at δ = %s allows %d of %d rounds: stopping there",
+                    target, accountant.delta, allowed, cfg.run.rounds)
+    return allowed
+
+
 def run_session(cfg: RunConfig, transport: ServerTransport, schema: Schema, run_id: str,
                 read: Mapping[str, Any] | None = None, listener: Listener | None = None,
                 evaluate_every: int | None = None, classes: tuple[str, ...] | None = None,
@@ -59,11 +83,12 @@ def run_session(cfg: RunConfig, transport: ServerTransport, schema: Schema, run_
     prepare = prepare_config(schema, read or {}, cfg.data.test_fraction, cfg.run.seed)
     pre, rows = federated_preprocessing(transport, prepare, run_id, cfg.strategy.min_clients,
                                         timeout, classes)
-    setup = run_setup(cfg, prepare, pre)
+    setup = run_setup(cfg, prepare, pre, len(rows))
     bus = EventBus()
     if listener is not None:
         bus.subscribe(listener)
-    settings = RunSettings(run_id, cfg.run.seed, cfg.run.rounds,
+    rounds = rounds_within_budget(cfg)
+    settings = RunSettings(run_id, cfg.run.seed, rounds,
                            evaluate_every or cfg.run.evaluate_every, timeout)
     history = run_sync(build_strategy(cfg, setup, keys), transport, initial_params(cfg, pre),
                        settings, bus)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fedsilo.aggregation.base import Layer
+from fedsilo.aggregation.dp.clipping import Clip
 from fedsilo.aggregation.mean import WeightedMean
 from fedsilo.aggregation.sum import PlainSum
 from fedsilo.errors import ConfigError
@@ -19,8 +20,40 @@ def build_aggregator(spec: Mapping[str, Any], keys: Mapping[str, bytes] | None =
     layer = spec.get("layer", "mean")
     if layer != "mean":
         raise ConfigError(f"aggregator layer '{layer}' is unknown; known: ['mean']")
-    return WeightedMean(build_sum(spec.get("secure"), keys or {}),
-                        weighted=bool(spec.get("weighted", True)))
+    total = build_sum(spec.get("secure"), keys or {})
+    privacy = spec.get("privacy")
+    if privacy:
+        total = build_noise(privacy, total)
+    mean: Layer = WeightedMean(total, weighted=bool(spec.get("weighted", True)))
+    if privacy:
+        mean = Clip(float(privacy["clip_norm"]), mean, privacy.get("target_quantile"),
+                    float(privacy.get("clip_learning_rate", 0.2)))
+    return mean
+
+
+def build_noise(p: Mapping[str, Any], inner: Layer) -> Layer:
+    """Central (server adds) or distributed (each institution adds a share) Gaussian noise.
+    With adaptive clipping the update noise is raised so that update and clip-bit releases
+    together cost the configured multiplier z (Andrew et al. 2021, Thm. 1):
+    z_update = (z^-2 - (2 σ_b)^-2)^(-1/2)."""
+    from fedsilo.aggregation.dp.accountant import Accountant
+    from fedsilo.aggregation.dp.noise import GaussianNoise, NoiseShare
+
+    z, bit = float(p["noise_multiplier"]), float(p.get("bit_stddev", 0.0))
+    multiplier = z
+    if p.get("target_quantile") is not None:
+        if not 2 * bit > z:
+            raise ConfigError(f"privacy: adaptive clipping needs 2·clip_count_stddev > "
+                              f"noise_multiplier ({2 * bit} <= {z})")
+        multiplier = (z**-2 - (2 * bit) ** -2) ** -0.5
+    accountant = Accountant(z, float(p.get("sampling_rate", 1.0)), float(p["delta"]))
+    seed, norm = p.get("deterministic"), float(p["clip_norm"])
+    if p["mode"] == "central":
+        return GaussianNoise(multiplier, inner, accountant, bit, seed, norm)
+    if p["mode"] == "distributed":
+        return NoiseShare(multiplier, int(p["min_contributors"]), inner, accountant, bit, seed,
+                          norm)
+    raise ConfigError(f"privacy.mode '{p['mode']}' has no aggregation layer")
 
 
 def build_sum(secure: Mapping[str, Any] | None, keys: Mapping[str, bytes]) -> Layer:

@@ -142,6 +142,9 @@ def _print_round(console: Console, ev: object) -> None:
     shown = ", ".join(f"{k} {v:.4f}" for k, v in ev.federated.items()
                       if k in ("accuracy", "rmse", "log_loss"))
     dropped = f"; rejected {dict(ev.rejected)}" if ev.rejected else ""
+    epsilon = ev.metrics.get("aggregator", {}).get("epsilon")
+    if epsilon is not None:
+        shown += f", ε {epsilon:.3g}"
     console.print(f"round {ev.round}: {len(ev.participants)} institutions, {shown}, "
                   f"{ev.seconds:.2f} s{dropped}", highlight=False)
 

@@ -32,6 +32,9 @@ class RoundProgress:
             status = ""
             if self.metric in event.federated:
                 status = f"{self.metric} {event.federated[self.metric]:.4f}"
+            epsilon = event.metrics.get("aggregator", {}).get("epsilon")
+            if epsilon is not None:
+                status += f"  ε {epsilon:.3g}"
             if event.rejected:
                 status += f"  rejected {len(event.rejected)}"
             self.progress.update(task, completed=event.round, status=status)

@@ -34,7 +34,7 @@ class Client:
         """This institution's private scratch for a round (kept for the latest two rounds)."""
         if round not in self._contexts:
             self._contexts = {r: c for r, c in self._contexts.items() if r >= round - 1}
-            self._contexts[round] = {}
+            self._contexts[round] = {"me": self.client_id, "round": round}
         return self._contexts[round]
 
     def handle(self, task: Task) -> Reply:

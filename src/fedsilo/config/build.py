@@ -25,9 +25,38 @@ def model_spec(cfg: RunConfig) -> dict[str, Any]:
             "hidden": list(cfg.model.hidden), "seed": derive_seed(cfg.run.seed, "model")}
 
 
-def aggregator_spec(cfg: RunConfig) -> dict[str, Any]:
+def privacy_spec(cfg: RunConfig, institutions: int) -> dict[str, Any] | None:
+    """The DP part of the aggregator, or None. Institution-level DP bounds each institution's
+    influence, so the mean is unweighted (every clipped update counts once)."""
+    p = cfg.privacy
+    if p.mode not in ("central", "distributed"):
+        return None
+    return {"mode": p.mode, "noise_multiplier": p.noise_multiplier, "clip_norm": p.clip_norm,
+            "target_quantile": p.target_quantile if p.adaptive_clipping else None,
+            "clip_learning_rate": p.clip_learning_rate,
+            "bit_stddev": p.clip_count_stddev or max(1.0, institutions / 20),
+            "delta": p.delta, "sampling_rate": cfg.strategy.fraction,
+            "min_contributors": p.min_contributors or max(cfg.strategy.min_clients, 1),
+            "deterministic": cfg.run.seed if p.deterministic_noise else None}
+
+
+def privacy_accountant(cfg: RunConfig) -> Any:
+    """The accountant of the run's central or distributed DP, or None."""
+    from fedsilo.aggregation.dp.accountant import Accountant
+
+    p = cfg.privacy
+    if p.mode not in ("central", "distributed"):
+        return None
+    return Accountant(p.noise_multiplier, cfg.strategy.fraction, p.delta)
+
+
+def aggregator_spec(cfg: RunConfig, institutions: int = 1) -> dict[str, Any]:
     a = cfg.aggregation
-    spec: dict[str, Any] = {"layer": "mean", "weighted": cfg.strategy.weighted}
+    privacy = privacy_spec(cfg, institutions)
+    spec: dict[str, Any] = {"layer": "mean",
+                            "weighted": cfg.strategy.weighted and privacy is None}
+    if privacy is not None:
+        spec["privacy"] = privacy
     if a.secure == "ckks":
         spec["secure"] = {"protocol": "ckks"}
     elif a.secure != "none":
@@ -37,28 +66,30 @@ def aggregator_spec(cfg: RunConfig) -> dict[str, Any]:
     return spec
 
 
-def run_setup(cfg: RunConfig, prepare: Mapping[str, Any],
-              preprocessor: Preprocessor) -> dict[str, Any]:
+def run_setup(cfg: RunConfig, prepare: Mapping[str, Any], preprocessor: Preprocessor,
+              institutions: int = 1) -> dict[str, Any]:
     """What every task carries so an institution can build its client: how to read and split
     its data, the fitted preprocessing, the model and the aggregator's client half."""
     return {"data": dict(prepare), "preprocessor": preprocessor.to_dict(),
-            "model": model_spec(cfg), "aggregator": aggregator_spec(cfg)}
+            "model": model_spec(cfg), "aggregator": aggregator_spec(cfg, institutions)}
 
 
 def build_strategy(cfg: RunConfig, setup: Mapping[str, Any] | None = None,
                    keys: Mapping[str, bytes] | None = None) -> Strategy:
     """The strategy named in [strategy]; its tasks carry the [client] settings and `setup`.
     `keys`: the server's local key material (the CKKS public context)."""
-    strategy = _strategy(cfg, keys)
+    spec = setup["aggregator"] if setup is not None else aggregator_spec(cfg)
+    strategy = _strategy(cfg, keys, spec)
     if setup is None:
         return strategy
     return dataclasses.replace(strategy, client_config={**strategy.client_config,
                                                         "setup": dict(setup)})
 
 
-def _strategy(cfg: RunConfig, keys: Mapping[str, bytes] | None) -> Strategy:
+def _strategy(cfg: RunConfig, keys: Mapping[str, bytes] | None,
+              spec: Mapping[str, Any]) -> Strategy:
     s, client = cfg.strategy, cfg.client.train_config()
-    aggregator = build_aggregator(aggregator_spec(cfg), keys)
+    aggregator = build_aggregator(spec, keys)
     if s.name == "fedsgd":
         return fedsgd(s.server_lr or cfg.client.lr, fraction=s.fraction,
                       min_clients=s.min_clients, aggregator=aggregator)

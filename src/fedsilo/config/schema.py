@@ -144,6 +144,27 @@ class AggregationSection(_Section):
         return self
 
 
+class PrivacySection(_Section):
+    """Differential privacy. central: clip in each institution, the server adds Gaussian noise
+    to the sum; distributed: each institution adds its share of the noise before secure
+    aggregation; local: DP-SGD (Opacus) inside each institution. ε at `delta` is reported
+    every round; `target_epsilon` stops training when the next round would exceed it."""
+
+    mode: Literal["none", "central", "distributed", "local"] = "none"
+    noise_multiplier: float = Field(default=1.0, gt=0)
+    clip_norm: float = Field(default=1.0, gt=0)
+    adaptive_clipping: bool = False
+    target_quantile: float = Field(default=0.5, gt=0, lt=1)
+    clip_learning_rate: float = Field(default=0.2, gt=0)
+    clip_count_stddev: float | None = Field(default=None, gt=0)
+    delta: float = Field(default=1e-5, gt=0, lt=1)
+    target_epsilon: float | None = Field(default=None, gt=0)
+    min_contributors: int | None = Field(default=None, ge=1)
+    deterministic_noise: bool = False
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    local_epsilon: dict[str, float] = {}
+
+
 class RunConfig(_Section):
     """A whole simulation: run, data, model, client, strategy sections."""
 
@@ -153,7 +174,15 @@ class RunConfig(_Section):
     client: ClientSection = Field(default_factory=ClientSection)
     strategy: StrategySection = Field(default_factory=StrategySection)
     aggregation: AggregationSection = Field(default_factory=AggregationSection)
+    privacy: PrivacySection = Field(default_factory=PrivacySection)
     base_dir: Path = Path(".")
+
+    @model_validator(mode="after")
+    def _privacy_fits(self) -> RunConfig:
+        if self.privacy.mode == "distributed" and self.aggregation.secure == "none":
+            raise ValueError("privacy.mode = 'distributed' needs secure aggregation "
+                             "([aggregation] secure = ...): otherwise use 'central'")
+        return self
 
     def resolve(self, path: str) -> Path:
         """A data path from the config, relative to the config file's folder."""

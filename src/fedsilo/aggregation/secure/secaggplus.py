@@ -242,12 +242,12 @@ class SecAggPlus:
         if stage == "advertise":
             c_sk, c_pk = crypto.keypair()
             s_sk, s_pk = crypto.keypair()
-            ctx.update(c_sk=c_sk, s_sk=s_sk, b=crypto.random_seed(), round=payload["round"],
-                       me=me)
+            ctx.update(c_sk=c_sk, s_sk=s_sk, b=crypto.random_seed(),
+                       secagg_round=payload["round"], me=me)
             return {"c_pk": b64(c_pk), "s_pk": b64(s_pk)}
-        if ctx.get("round") != payload.get("round"):
+        if ctx.get("secagg_round") != payload.get("round"):
             raise ProtocolError(f"secagg+: stage '{stage}' for round {payload.get('round')}, "
-                                f"keys are for round {ctx.get('round')}")
+                                f"keys are for round {ctx.get('secagg_round')}")
         if stage == "share":
             return self._share(payload, ctx, me)
         if stage == "unmask":
@@ -265,7 +265,7 @@ class SecAggPlus:
         for v, (x, yb), (_, ys) in zip(order, b_sh, s_sh):
             key = crypto.agree(ctx["c_sk"], unb64(peers[v][0]), SHARE)
             plain = json.dumps({"x": x, "b": f"{yb:x}", "s": f"{ys:x}"}).encode()
-            sealed[v] = b64(crypto.seal(key, plain, _aad(ctx["round"], me, v)))
+            sealed[v] = b64(crypto.seal(key, plain, _aad(ctx["secagg_round"], me, v)))
         return {"shares": sealed}
 
     def _reveal(self, payload: Mapping[str, Any], ctx: dict[str, Any], me: str) -> dict:
@@ -284,7 +284,7 @@ class SecAggPlus:
             try:
                 key = crypto.agree(ctx["c_sk"], unb64(ctx["peers"][v][0]), SHARE)
                 share = json.loads(crypto.open_sealed(key, unb64(sealed),
-                                                      _aad(ctx["round"], v, me)))
+                                                      _aad(ctx["secagg_round"], v, me)))
             except ProtocolError as e:
                 out["corrupt"][v] = (0, str(e))
                 continue
@@ -295,7 +295,7 @@ class SecAggPlus:
     def encode(self, update: Params, num_examples: int, config: Mapping[str, Any],
                ctx: dict[str, Any]) -> Params:
         cfg = config.get("secagg")
-        if not isinstance(cfg, Mapping) or cfg.get("round") != ctx.get("round"):
+        if not isinstance(cfg, Mapping) or cfg.get("round") != ctx.get("secagg_round"):
             raise ProtocolError("secagg+: fit task without this round's key exchange")
         ctx["inbox"] = dict(cfg["inbox"])
         flat = _Flat(update)
