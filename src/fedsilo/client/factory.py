@@ -34,7 +34,7 @@ class ModelCache:
 
 
 def make_trainer(spec: Mapping[str, Any], data: LocalData,
-                 models: ModelCache | None = None) -> Trainer:
+                 models: ModelCache | None = None, name: str = "") -> Trainer:
     """The trainer a model spec names, on `data`.
 
     Raises:
@@ -46,4 +46,4 @@ def make_trainer(spec: Mapping[str, Any], data: LocalData,
     if framework != "torch":
         raise ConfigError(f"model.framework must be 'torch' or 'sklearn', got '{framework}'")
     model = (models or ModelCache()).get(spec, data.num_features, data.num_outputs, data.task)
-    return TorchTrainer(model, data)
+    return TorchTrainer(model, data, name=name)

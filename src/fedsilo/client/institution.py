@@ -92,7 +92,7 @@ class Institution:
         if key not in self._clients:
             pre = Preprocessor.from_dict(setup["preprocessor"])
             data = local_data(self.split(setup["data"]), pre)
-            trainer = make_trainer(setup["model"], data, self._models)
+            trainer = make_trainer(setup["model"], data, self._models, self.name)
             encoder = build_aggregator(setup["aggregator"], self._keys)
             self._clients = {key: Client(self.name, trainer, encoder)}
         return self._clients[key]

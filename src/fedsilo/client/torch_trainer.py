@@ -12,9 +12,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedsilo.client.dp_sgd import DPSGD, LocalDP
 from fedsilo.client.local_data import LocalData
 from fedsilo.client.trainer import TrainConfig, batches, evaluate_on_test
 from fedsilo.core.params import Params
+from fedsilo.errors import ConfigError
 
 
 def _loss_fn(task: str) -> nn.Module:
@@ -49,11 +51,13 @@ class TorchTrainer:
     """
 
     def __init__(self, model: nn.Module, data: LocalData, loss: nn.Module | None = None,
-                 optimizer: OptimizerFactory = default_optimizer) -> None:
+                 optimizer: OptimizerFactory = default_optimizer, name: str = "") -> None:
         self.model = model
         self.data = data
         self.loss = loss if loss is not None else _loss_fn(data.task)
         self.make_optimizer = optimizer
+        self.name = name
+        self._dp: DPSGD | None = None
         self._tensors = dict(model.state_dict(keep_vars=True))
         self._x = torch.from_numpy(np.ascontiguousarray(data.x_train, dtype=np.float32))
         y_dtype = np.int64 if data.task == "multiclass" else np.float32
@@ -70,9 +74,11 @@ class TorchTrainer:
             rng: np.random.Generator) -> tuple[Params, int, dict[str, float]]:
         """Local training from `params`; returns new parameters, examples seen, mean loss."""
         self._load(params)
+        self.model.train()
+        if cfg.dp_local:
+            return self._fit_private(cfg, rng)
         opt = self.make_optimizer(self.model.parameters(), cfg)
         total, count = 0.0, 0
-        self.model.train()
         for idx in batches(self.num_examples, cfg, rng):
             index = torch.from_numpy(idx)
             opt.zero_grad(set_to_none=True)
@@ -82,6 +88,27 @@ class TorchTrainer:
             total += float(loss.detach()) * len(idx)
             count += len(idx)
         return self._dump(), self.num_examples, {"train_loss": total / max(count, 1)}
+
+    def _fit_private(self, cfg: TrainConfig,
+                     rng: np.random.Generator) -> tuple[Params, int, dict[str, float]]:
+        """DP-SGD with Opacus; the institution's accountant persists across rounds."""
+        if cfg.steps is not None:
+            raise ConfigError("local DP trains in epochs (Poisson-sampled), not steps")
+        assert cfg.dp_local is not None
+        if self._dp is None:
+            self._dp = DPSGD(LocalDP.from_config(cfg.dp_local, self.name), self.num_examples,
+                             cfg.batch_size, cfg.epochs or 1)
+
+        def objective(module: nn.Module, index: torch.Tensor) -> torch.Tensor:
+            out = module(self._x[index])
+            return self.loss(out if self.data.task == "multiclass" else out.reshape(-1),
+                             self._y[index])
+
+        loss, used = self._dp.fit(self.model, lambda ps: self.make_optimizer(ps, cfg),
+                                  objective, self.num_examples, rng)
+        return self._dump(), self.num_examples, {
+            "train_loss": loss, "dp_epsilon": self._dp.epsilon,
+            "dp_noise_multiplier": self._dp.noise_multiplier}
 
     def gradient(self, params: Params) -> tuple[Params, int, dict[str, float]]:
         """Full-batch gradient of the mean loss at `params` (for FedSGD)."""

@@ -27,6 +27,7 @@ class TrainConfig:
     optimizer: str = "sgd"
     momentum: float = 0.0
     weight_decay: float = 0.0
+    dp_local: Mapping[str, Any] | None = None  # sample-level DP-SGD settings (client/dp_sgd)
 
     def __post_init__(self) -> None:
         if (self.epochs is None) == (self.steps is None):

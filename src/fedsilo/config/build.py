@@ -17,6 +17,7 @@ from fedsilo.config.schema import RunConfig
 from fedsilo.core.rng import derive_seed
 from fedsilo.data.preprocessing import Preprocessor
 from fedsilo.data.schema import Schema
+from fedsilo.errors import ConfigError
 from fedsilo.optim import ServerOptimizer, adam, sgd
 
 
@@ -89,6 +90,13 @@ def build_strategy(cfg: RunConfig, setup: Mapping[str, Any] | None = None,
 def _strategy(cfg: RunConfig, keys: Mapping[str, bytes] | None,
               spec: Mapping[str, Any]) -> Strategy:
     s, client = cfg.strategy, cfg.client.train_config()
+    p = cfg.privacy
+    if p.mode == "local":
+        if cfg.model.framework != "torch":
+            raise ConfigError("privacy.mode = 'local' (DP-SGD with Opacus) needs a torch model")
+        client["dp_local"] = {"epsilon": dict(p.local_epsilon) or {"*": p.target_epsilon or 8.0},
+                              "delta": p.delta, "max_grad_norm": p.max_grad_norm,
+                              "rounds": cfg.run.rounds}
     aggregator = build_aggregator(spec, keys)
     if s.name == "fedsgd":
         return fedsgd(s.server_lr or cfg.client.lr, fraction=s.fraction,
