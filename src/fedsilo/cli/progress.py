@@ -32,7 +32,9 @@ class RoundProgress:
             status = ""
             if self.metric in event.federated:
                 status = f"{self.metric} {event.federated[self.metric]:.4f}"
-            epsilon = event.metrics.get("aggregator", {}).get("epsilon")
+            epsilon = event.metrics.get("aggregator", {}).get("epsilon",
+                                                              event.metrics.get("client_work", {})
+                                                              .get("dp_epsilon"))
             if epsilon is not None:
                 status += f"  ε {epsilon:.3g}"
             if event.rejected:
