@@ -12,15 +12,56 @@ from fedsilo.aggregation.mean import WeightedMean
 from fedsilo.aggregation.sum import PlainSum
 from fedsilo.errors import ConfigError
 
+ROBUST_RULES = ("median", "trimmed_mean", "krum", "multikrum")
+
 
 def build_aggregator(spec: Mapping[str, Any], keys: Mapping[str, bytes] | None = None) -> Layer:
     """{"layer": "mean", "weighted": true, "secure": {...}?} -> WeightedMean(inner=sum), the
     sum being PlainSum or, with "secure", a secure sum (weights applied before masking).
+    {"layer": "median" | "trimmed_mean" | "krum" | "multikrum", ...} -> a robust rule instead
+    of the mean. "norm_bound": M wraps either in server-side norm bounding.
     `keys` is local key material that never travels in a spec (the CKKS context)."""
     layer = spec.get("layer", "mean")
-    if layer != "mean":
-        raise ConfigError(f"aggregator layer '{layer}' is unknown; known: ['mean']")
-    total = build_sum(spec.get("secure"), keys or {})
+    if layer not in ("mean", *ROBUST_RULES):
+        raise ConfigError(f"aggregator layer '{layer}' is unknown; known: "
+                          f"{['mean', *ROBUST_RULES]}")
+    _check_stack(spec)
+    out = build_robust(spec) if layer != "mean" else build_mean(spec, keys or {})
+    if spec.get("norm_bound") is not None:
+        from fedsilo.aggregation.robust import NormBound
+
+        out = NormBound(float(spec["norm_bound"]), out)
+    return out
+
+
+def _check_stack(spec: Mapping[str, Any]) -> None:
+    """Layers that need individual updates cannot sit above a secure sum (it hides them)."""
+    clear = [k for k in ("norm_bound",) if spec.get(k) is not None]
+    if spec.get("layer", "mean") != "mean":
+        clear.insert(0, str(spec["layer"]))
+    if clear and spec.get("secure"):
+        raise ConfigError(f"aggregation: '{clear[0]}' needs each institution's update in the "
+                          f"clear, and secure aggregation '{spec['secure'].get('protocol')}' "
+                          f"hides them: choose one")
+    if clear and spec.get("privacy"):
+        raise ConfigError(f"aggregation: '{clear[0]}' with differential privacy is not "
+                          f"supported (its sensitivity differs from the mean's)")
+
+
+def build_robust(spec: Mapping[str, Any]) -> Layer:
+    from fedsilo.aggregation.robust import CoordinateMedian, Krum, TrimmedMean
+
+    layer = spec["layer"]
+    if layer == "median":
+        return CoordinateMedian()
+    if layer == "trimmed_mean":
+        return TrimmedMean(float(spec.get("trim_fraction", 0.1)))
+    select = 1 if layer == "krum" else spec.get("select")
+    return Krum(int(spec.get("byzantine", 1)), None if select is None else int(select))
+
+
+def build_mean(spec: Mapping[str, Any], keys: Mapping[str, bytes]) -> Layer:
+    total = build_sum(spec.get("secure"), keys)
     privacy = spec.get("privacy")
     if privacy:
         total = build_noise(privacy, total)

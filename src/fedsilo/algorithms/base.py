@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from fedsilo.aggregation.base import Accumulator, Layer
-from fedsilo.algorithms.sampling import UniformSampler
+from fedsilo.algorithms.sampling import Stragglers, UniformSampler
 from fedsilo.core.messages import Reply, Task, TaskKind
 from fedsilo.core.params import Params, ParamSpec, check_like, global_norm, spec_of
 from fedsilo.core.rng import derive_seed
@@ -36,6 +36,44 @@ class ServerState:
     version: int
     optimizer_state: OptState
     aggregator_state: Any = None
+    work_state: Any = None  # the server half of the client work (SCAFFOLD's c)
+
+
+class WorkRule(Protocol):
+    """The server half of a client work: what tasks carry besides the model, what replies
+    carry besides the update, and how the aggregate becomes the pseudo-gradient."""
+
+    @property
+    def name(self) -> str: ...  # the client work the institutions run
+
+    def init(self, params: Params) -> Any: ...
+
+    def task_params(self, state: Any, params: Params) -> Params: ...
+
+    def update_spec(self, spec: ParamSpec) -> ParamSpec: ...
+
+    def apply(self, state: Any, aggregate: Params, participants: int,
+              population: int) -> tuple[Params, Any, dict[str, float]]: ...
+
+
+@dataclass(frozen=True)
+class PlainWork:
+    """A client work whose aggregate is the pseudo-gradient itself (FedAvg, FedProx, FedSGD)."""
+
+    name: str = "local_training"
+
+    def init(self, params: Params) -> Any:
+        return None
+
+    def task_params(self, state: Any, params: Params) -> Params:
+        return params
+
+    def update_spec(self, spec: ParamSpec) -> ParamSpec:
+        return spec
+
+    def apply(self, state: Any, aggregate: Params, participants: int,
+              population: int) -> tuple[Params, Any, dict[str, float]]:
+        return aggregate, state, {}
 
 
 @dataclass(frozen=True)
@@ -56,6 +94,7 @@ class OpenRound:
     cohort: frozenset[str]
     spec: ParamSpec
     accumulator: Accumulator
+    population: int = 1  # institutions available when the cohort was drawn
     received: list[str] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     client_metrics: dict[str, Mapping[str, float]] = field(default_factory=dict)
@@ -72,26 +111,33 @@ class Strategy:
 
     name: str
     sampler: UniformSampler
-    work: str
+    work: WorkRule
     client_config: Mapping[str, Any]
     aggregator: Layer
     optimizer: ServerOptimizer
     min_replies: int = 1
+    stragglers: Stragglers | None = None
 
     def init(self, params: Params) -> ServerState:
-        return ServerState(dict(params), 0, self.optimizer.init(params), self.aggregator.init())
+        return ServerState(dict(params), 0, self.optimizer.init(params), self.aggregator.init(),
+                           self.work.init(params))
 
     def configure(self, state: ServerState, available: Sequence[str], round: int,
                   run_id: str, seed: int) -> tuple[list[Task], OpenRound]:
         """Fit tasks for this round's cohort, and the open round that will collect them."""
         cohort = self.sampler.sample(available, round, seed)
         layer_cfg = self.aggregator.client_config(state.aggregator_state, round)
-        cfg = {**self.client_config, "work": self.work, "seed": derive_seed(seed, "client")}
-        tasks = [Task(run_id, round, state.version, TaskKind.FIT, cid, state.params, cfg,
-                      layer_cfg) for cid in cohort]
-        spec = self.aggregator.encoded_spec(spec_of(state.params))
-        return tasks, OpenRound(round, state.version, frozenset(cohort), spec,
-                                self.aggregator.zero(spec_of(state.params)))
+        cfg = {**self.client_config, "work": self.work.name, "seed": derive_seed(seed, "client")}
+        configs = {cid: cfg for cid in cohort}
+        if self.stragglers is not None:
+            configs = self.stragglers.apply(configs, round, seed)
+        params = self.work.task_params(state.work_state, state.params)
+        tasks = [Task(run_id, round, state.version, TaskKind.FIT, cid, params, c, layer_cfg)
+                 for cid, c in configs.items()]
+        update_spec = self.work.update_spec(spec_of(state.params))
+        return tasks, OpenRound(round, state.version, frozenset(configs),
+                                self.aggregator.encoded_spec(update_spec),
+                                self.aggregator.zero(update_spec), len(available))
 
     def accept(self, open_round: OpenRound, reply: Reply) -> Rejection | None:
         """Validate a reply and fold it into the accumulator, or say why not."""
@@ -132,23 +178,28 @@ class Strategy:
             raise AggregationError(
                 f"round {open_round.round}: {len(open_round.received)} accepted replies, "
                 f"need {self.min_replies}; rejected: {[r.client_id for r in open_round.rejected]}")
-        agg_state, pseudo_grad, agg_metrics = self.aggregator.finalize(
+        agg_state, aggregate, agg_metrics = self.aggregator.finalize(
             state.aggregator_state, open_round.accumulator)
+        ids = open_round.received
+        pseudo_grad, work_state, work_metrics = self.work.apply(
+            state.work_state, aggregate, len(ids), open_round.population)
         step, opt_state = self.optimizer.update(pseudo_grad, state.optimizer_state, state.params)
         new = replace(state, params=apply_step(state.params, step), version=state.version + 1,
-                      optimizer_state=opt_state, aggregator_state=agg_state)
-        ids = open_round.received
+                      optimizer_state=opt_state, aggregator_state=agg_state,
+                      work_state=work_state)
         fit = weighted_mean([open_round.client_metrics[c] for c in ids],
                             [open_round.num_examples[c] for c in ids])
-        metrics = {"client_work": fit, "aggregator": agg_metrics,
+        metrics = {"client_work": {**fit, **work_metrics}, "aggregator": agg_metrics,
                    "server_opt": {"update_norm": global_norm(step)}}
         return new, metrics
 
     def evaluate_tasks(self, state: ServerState, clients: Sequence[str], round: int,
-                       run_id: str) -> list[Task]:
-        """Federated evaluation: every institution scores the global model on its test split."""
-        return [Task(run_id, round, state.version, TaskKind.EVALUATE, cid, state.params,
-                     dict(self.client_config)) for cid in sorted(clients)]
+                       run_id: str, final: bool = False) -> list[Task]:
+        """Federated evaluation: every institution scores the global model on its test split
+        (and its personal models; local fine-tuning runs on the `final` evaluation)."""
+        cfg = {**self.client_config, "final": final}
+        return [Task(run_id, round, state.version, TaskKind.EVALUATE, cid, state.params, cfg)
+                for cid in sorted(clients)]
 
     def _validate(self, open_round: OpenRound, reply: Reply) -> None:
         if reply.client_id not in open_round.cohort:

@@ -12,6 +12,7 @@ from typing import Any
 
 from fedsilo.aggregation.base import Layer, find_staged
 from fedsilo.algorithms.client_work import get_client_work
+from fedsilo.algorithms.personalization import ditto_round, personal_metrics
 from fedsilo.client.trainer import Trainer
 from fedsilo.core.messages import ErrorInfo, Reply, Task, TaskKind
 from fedsilo.core.params import Params
@@ -29,6 +30,7 @@ class Client:
         self.trainer = trainer
         self.encoder = encoder
         self._contexts: dict[int, dict[str, Any]] = {}
+        self.state: dict[str, Any] = {}  # private across rounds: SCAFFOLD's c_i, Ditto's v_i
 
     def context(self, round: int) -> dict[str, Any]:
         """This institution's private scratch for a round (kept for the latest two rounds)."""
@@ -40,13 +42,16 @@ class Client:
     def handle(self, task: Task) -> Reply:
         try:
             if task.kind is TaskKind.EVALUATE:
-                n, metrics = self.trainer.evaluate(task.params)
-                return self._reply(task, n, metrics=metrics)
+                return self._evaluate(task)
             if task.kind is TaskKind.STAGE:
                 return self._stage(task)
             work = get_client_work(str(task.config.get("work", "local_training")))
             rng = generator(int(task.config.get("seed", 0)), task.round, self.client_id, "fit")
-            update, n, metrics = work(self.trainer, task.params, dict(task.config), rng)
+            update, n, metrics = work(self.trainer, task.params, dict(task.config), rng,
+                                      self.state)
+            if task.config.get("ditto"):
+                metrics = {**metrics, **ditto_round(self.trainer, task.params, task.config,
+                                                    rng, self.state)}
             encoded = self.encoder.encode(update, n, task.layer_config, self.context(task.round))
             return self._reply(task, n, update=encoded, metrics=metrics)
         except FedsiloError as e:
@@ -57,6 +62,13 @@ class Client:
             log.debug("traceback", exc_info=True)
             return self._reply(task, 0, error=ErrorInfo("client_training_error",
                                                         f"{type(e).__name__}: {e}"))
+
+    def _evaluate(self, task: Task) -> Reply:
+        """The global model's test metrics, plus those of this institution's personal models."""
+        n, metrics = self.trainer.evaluate(task.params)
+        rng = generator(int(task.config.get("seed", 0)), task.round, self.client_id, "personal")
+        extra = personal_metrics(self.trainer, task.params, task.config, rng, self.state)
+        return self._reply(task, n, metrics={**metrics, **extra})
 
     def _stage(self, task: Task) -> Reply:
         staged = find_staged(self.encoder)

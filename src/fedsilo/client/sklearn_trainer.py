@@ -12,7 +12,7 @@ import numpy as np
 from sklearn.linear_model import SGDClassifier, SGDRegressor
 
 from fedsilo.client.local_data import LocalData
-from fedsilo.client.trainer import TrainConfig, batches, evaluate_on_test
+from fedsilo.client.trainer import Regularizer, TrainConfig, batches, evaluate_on_test
 from fedsilo.core.params import Params
 from fedsilo.errors import ConfigError
 
@@ -39,20 +39,25 @@ class SklearnTrainer:
     def initial_params(self) -> Params:
         return {n: np.zeros(s, dtype=np.float64) for n, s in self._shapes.items()}
 
-    def fit(self, params: Params, cfg: TrainConfig,
-            rng: np.random.Generator) -> tuple[Params, int, dict[str, float]]:
+    def fit(self, params: Params, cfg: TrainConfig, rng: np.random.Generator,
+            reg: Regularizer | None = None) -> tuple[Params, int, dict[str, float]]:
+        if reg is not None:
+            raise ConfigError("the scikit-learn trainer cannot add a proximal term or control "
+                              "variates to its gradients (FedProx, SCAFFOLD, Ditto): use a "
+                              "PyTorch model")
         if cfg.optimizer != "sgd":
             raise ConfigError("client: the scikit-learn trainer supports optimizer 'sgd' only")
         est = self._estimator(cfg.lr, params)
         x, y = self._x, self._labels(self.data.y_train)
-        for idx in batches(self.num_examples, cfg, rng):
+        steps = batches(self.num_examples, cfg, rng)
+        for idx in steps:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 est.partial_fit(x[idx], y[idx])
         new = {"coef": np.asarray(est.coef_, dtype=np.float64).reshape(self._shapes["coef"]),
                "intercept": np.asarray(est.intercept_, np.float64).reshape(
                    self._shapes["intercept"])}
-        return new, self.num_examples, {}
+        return new, self.num_examples, {"local_steps": float(len(steps))}
 
     def gradient(self, params: Params) -> tuple[Params, int, dict[str, float]]:
         raise ConfigError("FedSGD needs gradients; the scikit-learn trainer has none "

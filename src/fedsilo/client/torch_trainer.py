@@ -14,7 +14,7 @@ from torch import nn
 
 from fedsilo.client.dp_sgd import DPSGD, LocalDP
 from fedsilo.client.local_data import LocalData
-from fedsilo.client.trainer import TrainConfig, batches, evaluate_on_test
+from fedsilo.client.trainer import Regularizer, TrainConfig, batches, evaluate_on_test
 from fedsilo.core.params import Params
 from fedsilo.errors import ConfigError
 
@@ -70,24 +70,63 @@ class TorchTrainer:
     def initial_params(self) -> Params:
         return self._dump()
 
-    def fit(self, params: Params, cfg: TrainConfig,
-            rng: np.random.Generator) -> tuple[Params, int, dict[str, float]]:
-        """Local training from `params`; returns new parameters, examples seen, mean loss."""
+    def fit(self, params: Params, cfg: TrainConfig, rng: np.random.Generator,
+            reg: Regularizer | None = None) -> tuple[Params, int, dict[str, float]]:
+        """Local training from `params`; returns new parameters, examples seen, mean loss and
+        the number of local steps. `reg` adds its terms to every gradient."""
         self._load(params)
         self.model.train()
         if cfg.dp_local:
+            if reg is not None:
+                raise ConfigError("local DP-SGD cannot be combined with a proximal term or "
+                                  "control variates (Opacus owns the gradients)")
             return self._fit_private(cfg, rng)
         opt = self.make_optimizer(self.model.parameters(), cfg)
-        total, count = 0.0, 0
+        terms = self._regularizer_tensors(reg)
+        total, count, steps = 0.0, 0, 0
         for idx in batches(self.num_examples, cfg, rng):
             index = torch.from_numpy(idx)
             opt.zero_grad(set_to_none=True)
             loss = self._objective(self._x[index], self._y[index])
             loss.backward()
+            if terms:
+                self._add_terms(terms, reg.mu if reg is not None else 0.0)
             opt.step()
             total += float(loss.detach()) * len(idx)
             count += len(idx)
-        return self._dump(), self.num_examples, {"train_loss": total / max(count, 1)}
+            steps += 1
+        return self._dump(), self.num_examples, {"train_loss": total / max(count, 1),
+                                                 "local_steps": float(steps)}
+
+    def _regularizer_tensors(self, reg: Regularizer | None
+                             ) -> list[tuple[nn.Parameter, torch.Tensor | None,
+                                             torch.Tensor | None]]:
+        """(parameter, anchor, correction) for every trainable tensor, or [] without terms."""
+        if reg is None or (reg.mu == 0.0 and reg.correction is None):
+            return []
+        out = []
+        for name, t in self._tensors.items():
+            if not isinstance(t, nn.Parameter):
+                continue
+            anchor = (torch.from_numpy(np.asarray(reg.anchor[name], np.float32))
+                      if reg.mu and reg.anchor is not None else None)
+            corr = (torch.from_numpy(np.asarray(reg.correction[name], np.float32))
+                    if reg.correction is not None else None)
+            out.append((t, anchor, corr))
+        return out
+
+    @staticmethod
+    def _add_terms(terms: list[tuple[nn.Parameter, torch.Tensor | None, torch.Tensor | None]],
+                   mu: float) -> None:
+        """grad += μ (w - anchor) + correction, in place."""
+        with torch.no_grad():
+            for p, anchor, corr in terms:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                if anchor is not None:
+                    p.grad.add_(p.detach() - anchor, alpha=mu)
+                if corr is not None:
+                    p.grad.add_(corr)
 
     def _fit_private(self, cfg: TrainConfig,
                      rng: np.random.Generator) -> tuple[Params, int, dict[str, float]]:

@@ -49,13 +49,29 @@ class TrainConfig:
         return cls(**{k: v for k, v in cfg.items() if k in known})
 
 
+@dataclass(frozen=True)
+class Regularizer:
+    """Terms added to every local gradient: μ (w - anchor) (FedProx's proximal term, Ditto's
+    pull towards the global model) and a constant `correction` (SCAFFOLD's c - c_i)."""
+
+    mu: float = 0.0
+    anchor: Params | None = None
+    correction: Params | None = None
+
+    def __post_init__(self) -> None:
+        if self.mu < 0:
+            raise ConfigError(f"proximal term: mu must be >= 0, got {self.mu}")
+        if self.mu > 0 and self.anchor is None:
+            raise ConfigError("proximal term: mu > 0 needs an anchor (the global model)")
+
+
 class Trainer(Protocol):
     """Trains and evaluates one model on one institution's data."""
 
     def initial_params(self) -> Params: ...
 
-    def fit(self, params: Params, cfg: TrainConfig,
-            rng: np.random.Generator) -> tuple[Params, int, dict[str, float]]: ...
+    def fit(self, params: Params, cfg: TrainConfig, rng: np.random.Generator,
+            reg: Regularizer | None = None) -> tuple[Params, int, dict[str, float]]: ...
 
     def gradient(self, params: Params) -> tuple[Params, int, dict[str, float]]: ...
 

@@ -5,20 +5,23 @@ built."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pandas as pd
 
 from fedsilo.aggregation.build import build_aggregator
 from fedsilo.algorithms.base import Strategy
-from fedsilo.algorithms.fedavg import fedavg, fedsgd
+from fedsilo.algorithms.fedavg import fedavg, fedprox, fedsgd
+from fedsilo.algorithms.fednova import fednova
+from fedsilo.algorithms.fedopt import fedadagrad, fedadam, fedavgm, fedyogi
+from fedsilo.algorithms.sampling import Stragglers
+from fedsilo.algorithms.scaffold import scaffold
 from fedsilo.config.schema import RunConfig
 from fedsilo.core.rng import derive_seed
 from fedsilo.data.preprocessing import Preprocessor
 from fedsilo.data.schema import Schema
 from fedsilo.errors import ConfigError
-from fedsilo.optim import ServerOptimizer, adam, sgd
 
 
 def model_spec(cfg: RunConfig) -> dict[str, Any]:
@@ -54,8 +57,13 @@ def privacy_accountant(cfg: RunConfig) -> Any:
 def aggregator_spec(cfg: RunConfig, institutions: int = 1) -> dict[str, Any]:
     a = cfg.aggregation
     privacy = privacy_spec(cfg, institutions)
-    spec: dict[str, Any] = {"layer": "mean",
-                            "weighted": cfg.strategy.weighted and privacy is None}
+    uniform = privacy is not None or cfg.strategy.name == "scaffold"  # SCAFFOLD: uniform means
+    spec: dict[str, Any] = {"layer": "mean" if a.robust == "none" else a.robust,
+                            "weighted": cfg.strategy.weighted and not uniform}
+    if a.robust != "none":
+        spec.update(trim_fraction=a.trim_fraction, byzantine=a.byzantine, select=a.select)
+    if a.norm_bound is not None:
+        spec["norm_bound"] = a.norm_bound
     if privacy is not None:
         spec["privacy"] = privacy
     if a.secure == "ckks":
@@ -89,7 +97,8 @@ def build_strategy(cfg: RunConfig, setup: Mapping[str, Any] | None = None,
 
 def _strategy(cfg: RunConfig, keys: Mapping[str, bytes] | None,
               spec: Mapping[str, Any]) -> Strategy:
-    s, client = cfg.strategy, cfg.client.train_config()
+    s = cfg.strategy
+    client = {**cfg.client.train_config(), **personalization_config(cfg)}
     p = cfg.privacy
     if p.mode == "local":
         if cfg.model.framework != "torch":
@@ -101,15 +110,39 @@ def _strategy(cfg: RunConfig, keys: Mapping[str, bytes] | None,
     if s.name == "fedsgd":
         return fedsgd(s.server_lr or cfg.client.lr, fraction=s.fraction,
                       min_clients=s.min_clients, aggregator=aggregator)
-    optimizer: ServerOptimizer
-    if s.name == "fedadam":
-        optimizer = adam(s.server_lr or 0.01, s.beta1, s.beta2, s.eps)
-    elif s.name == "fedavgm":
-        optimizer = sgd(s.server_lr or 1.0, s.momentum)
-    else:
-        optimizer = sgd(s.server_lr or 1.0)
-    return fedavg(client, fraction=s.fraction, min_clients=s.min_clients, aggregator=aggregator,
-                  optimizer=optimizer, name=s.name)
+    stragglers = Stragglers(s.stragglers, s.straggler_policy) if s.stragglers else None
+    common: dict[str, Any] = {"fraction": s.fraction, "min_clients": s.min_clients,
+                              "aggregator": aggregator, "stragglers": stragglers}
+    builder, hyper = _BUILDERS[s.name]
+    given = {k: getattr(s, k) for k in hyper if getattr(s, k) is not None}
+    if s.server_lr is not None:
+        given["server_lr"] = s.server_lr
+    return builder(client, **given, **common)
+
+
+_BUILDERS: dict[str, tuple[Callable[..., Strategy], tuple[str, ...]]] = {
+    "fedavg": (fedavg, ()),
+    "fedavgm": (fedavgm, ("momentum",)),
+    "fedadam": (fedadam, ("beta1", "beta2", "eps")),
+    "fedyogi": (fedyogi, ("beta1", "beta2", "tau")),
+    "fedadagrad": (fedadagrad, ("beta1", "tau")),
+    "fedprox": (fedprox, ("mu",)),
+    "scaffold": (scaffold, ()),
+    "fednova": (fednova, ()),
+}
+
+
+def personalization_config(cfg: RunConfig) -> dict[str, Any]:
+    """The [personalization] settings as the client config carries them."""
+    p, out = cfg.personalization, {}
+    if p.finetune_epochs:
+        out["finetune"] = {"epochs": p.finetune_epochs, "lr": p.finetune_lr}
+    if p.ditto_lambda is not None:
+        out["ditto"] = {"lambda": p.ditto_lambda, "epochs": p.ditto_epochs, "lr": p.ditto_lr}
+    if out and cfg.model.framework != "torch":
+        raise ConfigError("[personalization] needs a torch model (the scikit-learn trainer "
+                          "has no proximal term)")
+    return out
 
 
 def build_schema(cfg: RunConfig, sample: pd.DataFrame) -> Schema:

@@ -114,16 +114,46 @@ class ClientSection(_Section):
         return cfg
 
 
+STRATEGIES = ("fedavg", "fedsgd", "fedadam", "fedavgm", "fedyogi", "fedadagrad", "fedprox",
+              "scaffold", "fednova")
+# hyper-parameter -> the strategies that take it (any other strategy refuses it)
+STRATEGY_KEYS: dict[str, tuple[str, ...]] = {
+    "momentum": ("fedavgm",),
+    "beta1": ("fedadam", "fedyogi", "fedadagrad"),
+    "beta2": ("fedadam", "fedyogi"),
+    "eps": ("fedadam",),
+    "tau": ("fedyogi", "fedadagrad"),
+    "mu": ("fedprox",),
+}
+
+
 class StrategySection(_Section):
-    name: Literal["fedavg", "fedsgd", "fedadam", "fedavgm"] = "fedavg"
+    """The federated algorithm and its hyper-parameters. A hyper-parameter given for a
+    strategy that does not use it is an error (it would silently do nothing)."""
+
+    name: Literal["fedavg", "fedsgd", "fedadam", "fedavgm", "fedyogi", "fedadagrad", "fedprox",
+                  "scaffold", "fednova"] = "fedavg"
     fraction: float = Field(default=1.0, gt=0, le=1)
     min_clients: int = Field(default=1, ge=1)
     weighted: bool = True
     server_lr: float | None = Field(default=None, gt=0)
     momentum: float = Field(default=0.9, ge=0, lt=1)
-    beta1: float = Field(default=0.9, ge=0, lt=1)
-    beta2: float = Field(default=0.999, ge=0, lt=1)
+    beta1: float | None = Field(default=None, ge=0, lt=1)
+    beta2: float | None = Field(default=None, ge=0, lt=1)
     eps: float = Field(default=1e-8, gt=0)
+    tau: float = Field(default=1e-3, gt=0)
+    mu: float = Field(default=0.01, ge=0)
+    stragglers: float = Field(default=0.0, ge=0, le=1)
+    straggler_policy: Literal["drop", "partial"] = "partial"
+
+    @model_validator(mode="after")
+    def _keys_fit_strategy(self) -> StrategySection:
+        for key in sorted(self.model_fields_set):
+            users = STRATEGY_KEYS.get(key)
+            if users is not None and self.name not in users:
+                raise ValueError(f"strategy '{self.name}' does not take '{key}' "
+                                 f"({', '.join(users)} does)")
+        return self
 
 
 class AggregationSection(_Section):
@@ -136,12 +166,43 @@ class AggregationSection(_Section):
     neighbours: int | None = Field(default=None, ge=2)
     frac_bits: int = Field(default=24, ge=1, le=51)
     max_abs: float = Field(default=2.0**30, gt=0)
+    robust: Literal["none", "median", "trimmed_mean", "krum", "multikrum"] = "none"
+    trim_fraction: float = Field(default=0.1, ge=0, lt=0.5)
+    byzantine: int = Field(default=1, ge=0)
+    select: int | None = Field(default=None, ge=1)
+    norm_bound: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _needs_threshold(self) -> AggregationSection:
         if self.secure in ("secagg+", "secagg") and self.threshold is None:
             raise ValueError(f"secure = '{self.secure}' needs 'threshold' (Shamir t)")
+        clear = self.robust if self.robust != "none" else (
+            "norm_bound" if self.norm_bound is not None else None)
+        if clear and self.secure != "none":
+            raise ValueError(f"'{clear}' needs each institution's update in the clear and "
+                             f"secure = '{self.secure}' hides them: choose one")
         return self
+
+
+class PersonalizationSection(_Section):
+    """Personal models that never leave their institution: local fine-tuning of the final
+    global model (`finetune_epochs` > 0) and Ditto (`ditto_lambda`: the pull λ towards the
+    global model, `ditto_epochs` of personal training per round)."""
+
+    finetune_epochs: int = Field(default=0, ge=0)
+    finetune_lr: float | None = Field(default=None, gt=0)
+    ditto_lambda: float | None = Field(default=None, ge=0)
+    ditto_epochs: int = Field(default=1, ge=1)
+    ditto_lr: float | None = Field(default=None, gt=0)
+
+
+class AttackSection(_Section):
+    """Simulation only: a `fraction` of institutions send poisoned updates ('sign_flip': the
+    update times -scale; 'scale': the update times scale), to test robust aggregation."""
+
+    fraction: float = Field(default=0.0, ge=0, lt=1)
+    kind: Literal["sign_flip", "scale"] = "sign_flip"
+    scale: float = Field(default=4.0, gt=0)
 
 
 class PrivacySection(_Section):
@@ -175,6 +236,8 @@ class RunConfig(_Section):
     strategy: StrategySection = Field(default_factory=StrategySection)
     aggregation: AggregationSection = Field(default_factory=AggregationSection)
     privacy: PrivacySection = Field(default_factory=PrivacySection)
+    personalization: PersonalizationSection = Field(default_factory=PersonalizationSection)
+    attack: AttackSection = Field(default_factory=AttackSection)
     base_dir: Path = Path(".")
 
     @model_validator(mode="after")
@@ -182,6 +245,13 @@ class RunConfig(_Section):
         if self.privacy.mode == "distributed" and self.aggregation.secure == "none":
             raise ValueError("privacy.mode = 'distributed' needs secure aggregation "
                              "([aggregation] secure = ...): otherwise use 'central'")
+        if self.privacy.mode != "none" and (self.aggregation.robust != "none"
+                                            or self.aggregation.norm_bound is not None):
+            raise ValueError("robust aggregation with differential privacy is not supported "
+                             "(its sensitivity differs from the mean's)")
+        if self.attack.fraction and self.aggregation.secure != "none":
+            raise ValueError("[attack] poisons plain updates; it cannot run with secure "
+                             "aggregation")
         return self
 
     def resolve(self, path: str) -> Path:

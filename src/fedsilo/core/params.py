@@ -111,3 +111,15 @@ def global_norm(params: Mapping[str, np.ndarray]) -> float:
     """L2 norm of all arrays taken together."""
     return float(np.sqrt(sum(float(np.vdot(a, a)) for a in params.values())))
 
+
+
+def split_prefixed(params: Mapping[str, np.ndarray], prefix: str) -> tuple[Params, Params]:
+    """(entries without `prefix`, entries with it, the prefix stripped from their names)."""
+    rest = {n: a for n, a in params.items() if not n.startswith(prefix)}
+    found = {n[len(prefix):]: a for n, a in params.items() if n.startswith(prefix)}
+    return rest, found
+
+
+def prefixed(params: Mapping[str, np.ndarray], prefix: str) -> Params:
+    """The same arrays under `prefix` + name."""
+    return {prefix + n: a for n, a in params.items()}

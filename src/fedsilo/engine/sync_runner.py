@@ -78,7 +78,7 @@ def _one_round(strategy: Strategy, transport: ServerTransport, state: ServerStat
     evaluate_now = rnd % settings.evaluate_every == 0 or rnd == settings.rounds
     if evaluate_now and "aborted" not in metrics:
         evaluation, sizes = _evaluate(strategy, transport, state, rnd, settings.run_id,
-                                      settings.round_timeout)
+                                      settings.round_timeout, rnd == settings.rounds)
     bus.publish(RoundEvent(
         round=rnd, version=state.version, participants=tuple(open_round.received),
         rejected={r.client_id: f"[{r.code}] {r.reason}" for r in open_round.rejected},
@@ -103,9 +103,9 @@ def _collect(strategy: Strategy, transport: ServerTransport, tasks: list[Task],
 
 
 def _evaluate(strategy: Strategy, transport: ServerTransport, state: ServerState, rnd: int,
-              run_id: str, timeout: float | None) -> tuple[dict[str, dict[str, float]],
-                                                           list[float]]:
-    transport.dispatch(strategy.evaluate_tasks(state, transport.clients(), rnd, run_id))
+              run_id: str, timeout: float | None,
+              final: bool) -> tuple[dict[str, dict[str, float]], list[float]]:
+    transport.dispatch(strategy.evaluate_tasks(state, transport.clients(), rnd, run_id, final))
     results: dict[str, dict[str, float]] = {}
     sizes: dict[str, float] = {}
     for reply in transport.poll(timeout):

@@ -26,8 +26,9 @@ from fedsilo.evaluation.metrics import PRIMARY, weighted_mean
 from fedsilo.evaluation.plots import plot_rounds
 from fedsilo.evaluation.report import Comparison, build_comparison, write_comparison, write_history
 from fedsilo.session import SessionResult, run_session
+from fedsilo.simulation.attacks import with_attackers
 from fedsilo.simulation.institutions import load_tables
-from fedsilo.transport.inprocess import InProcessTransport
+from fedsilo.transport.inprocess import Handler, InProcessTransport
 
 PhaseListener = Callable[[str, int], Listener | None]
 
@@ -71,7 +72,11 @@ def run_simulation(cfg: RunConfig, phase: PhaseListener | None = None, write: bo
     models = ModelCache()
     secret, public = _keys(cfg)
     institutions = {n: Institution(n, t, models, keys=secret) for n, t in sorted(tables.items())}
-    session = run_session(cfg, InProcessTransport(institutions), schema, cfg.run.name,
+    handlers: dict[str, Handler] = dict(institutions)
+    if cfg.attack.fraction:
+        handlers, _ = with_attackers(institutions, cfg.attack.fraction, cfg.attack.kind,
+                                     cfg.attack.scale, cfg.run.seed)
+    session = run_session(cfg, InProcessTransport(handlers), schema, cfg.run.name,
                           listener=phase("federated", cfg.run.rounds), keys=public)
     comparison = None
     if cfg.run.compare:
@@ -100,9 +105,13 @@ def _compare(cfg: RunConfig, institutions: Mapping[str, Institution], fed: Sessi
     institution alone with its own preprocessing, and all training rows pooled in one place.
     Every model is scored on the same held-out rows as the federated one."""
     schema, classes = fed.preprocessor.schema, fed.preprocessor.classes
-    alone = cfg.model_copy(update={  # one institution: nothing to hide from itself
-        "strategy": cfg.strategy.model_copy(update={"fraction": 1.0, "min_clients": 1}),
-        "aggregation": cfg.aggregation.model_copy(update={"secure": "none"})})
+    alone = cfg.model_copy(update={  # one institution: nothing to hide, no one to distrust
+        "strategy": cfg.strategy.model_copy(update={"fraction": 1.0, "min_clients": 1,
+                                                    "stragglers": 0.0}),
+        "aggregation": cfg.aggregation.model_copy(update={"secure": "none", "robust": "none",
+                                                          "norm_bound": None}),
+        "personalization": cfg.personalization.model_copy(update={
+            "finetune_epochs": 0, "ditto_lambda": None})})
     splits = [inst.split(fed.setup["data"]) for inst in institutions.values()]
     local, local_everywhere = {}, {}
     for name, inst in institutions.items():
