@@ -57,3 +57,42 @@ def test_sgd_lr_one_on_delta_gives_client_mean():
 def test_bad_hyperparameters_are_named(make, message):
     with pytest.raises(ConfigError, match=message):
         make()
+
+
+def _reddi(grads, p0, lr, beta1, beta2, tau, rule):
+    """Reddi et al. 2021, Algorithm 2, written out by hand (Δ = -g)."""
+    x, m, v = p0.copy(), np.zeros_like(p0), np.full_like(p0, tau**2)
+    for g in grads:
+        delta = -g
+        m = beta1 * m + (1 - beta1) * delta
+        if rule == "adagrad":
+            v = v + delta**2
+        else:
+            v = v - (1 - beta2) * delta**2 * np.sign(v - delta**2)
+        x = x + lr * m / (np.sqrt(v) + tau)
+    return x
+
+
+@pytest.mark.parametrize("rule", ["yogi", "adagrad"])
+def test_adaptive_server_optimizers_follow_reddi_algorithm_2(rule):
+    from fedsilo.optim import adagrad, yogi
+
+    opt = yogi(0.05, 0.9, 0.99, 1e-3) if rule == "yogi" else adagrad(0.05, 0.9, 1e-3)
+    want = _reddi(GRADS, P0, 0.05, 0.9, 0.99, 1e-3, rule)
+    np.testing.assert_allclose(run_ours(opt, GRADS, P0), want, rtol=1e-10)
+
+
+def test_yogi_and_adagrad_differ_from_each_other():
+    from fedsilo.optim import adagrad, yogi
+
+    a = run_ours(yogi(0.05, 0.9, 0.99, 1e-3), GRADS, P0)
+    b = run_ours(adagrad(0.05, 0.9, 1e-3), GRADS, P0)
+    assert not np.allclose(a, b)
+
+
+@pytest.mark.parametrize("bad", [{"lr": 0}, {"tau": 0}, {"beta1": 1.0}])
+def test_yogi_rejects_out_of_range_values(bad):
+    from fedsilo.optim import yogi
+
+    with pytest.raises(ConfigError, match="yogi"):
+        yogi(**bad)
