@@ -49,3 +49,15 @@ def federation(datas: list[LocalData], strategy: Strategy, kind: str = "logistic
 @pytest.fixture
 def examples_dir() -> Path:
     return EXAMPLES
+
+
+def load_example(relative: str):  # type: ignore[no-untyped-def]
+    """Import an example script (examples/<relative>) as a module, to test its recipe."""
+    import importlib.util
+
+    path = EXAMPLES / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

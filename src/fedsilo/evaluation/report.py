@@ -27,6 +27,11 @@ class ComparisonRow:
     local_only_everywhere: float
     federated: float
     pooled: float
+    finetuned: float | None = None  # the federated model fine-tuned locally (personal)
+    ditto: float | None = None      # Ditto's personal model
+
+
+PERSONAL = ("finetuned", "ditto")
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,11 @@ class Comparison:
     @property
     def higher_is_better(self) -> bool:
         return HIGHER_IS_BETTER.get(self.metric, True)
+
+    @property
+    def personal(self) -> list[str]:
+        """The personal-model columns this comparison has (fine-tuned, Ditto)."""
+        return [k for k in PERSONAL if getattr(self.overall, k) is not None]
 
     @property
     def mean_local_only(self) -> float:
@@ -79,16 +89,25 @@ def build_comparison(metric: str, sizes: Mapping[str, int],
     names = sorted(sizes)
     total = sum(sizes[n] for n in names)
 
-    def overall(results: Mapping[str, Mapping[str, float]]) -> float:
-        key = "mse" if metric == "rmse" else metric
+    def overall(results: Mapping[str, Mapping[str, float]], prefix: str = "") -> float:
+        key = prefix + ("mse" if metric == "rmse" else metric)
         value = sum(sizes[n] * results[n][key] for n in names) / total
         return value ** 0.5 if metric == "rmse" else value
 
+    def personal(n: str | None) -> dict[str, float]:
+        out = {}
+        for kind in PERSONAL:
+            if all(f"{kind}_{metric}" in federated[m] for m in names):
+                out[kind] = (overall(federated, f"{kind}_") if n is None
+                             else federated[n][f"{kind}_{metric}"])
+        return out
+
     rows = tuple(ComparisonRow(n, sizes[n], local[n][metric], local_everywhere[n][metric],
-                               federated[n][metric], pooled[n][metric]) for n in names)
+                               federated[n][metric], pooled[n][metric], **personal(n))
+                 for n in names)
     return Comparison(metric, rows, ComparisonRow(
         "all (weighted)", total, overall(local), overall(local_everywhere), overall(federated),
-        overall(pooled)))
+        overall(pooled), **personal(None)))
 
 
 def _fmt(value: float) -> str:
@@ -99,12 +118,14 @@ def print_comparison(cmp: Comparison, console: Console | None = None) -> None:
     """The comparison as a terminal table, with the one-line answer under it."""
     console = console or Console()
     table = Table(title=f"Does collaborating pay? ({cmp.metric}, held-out test split)")
+    personal = cmp.personal
     for col in ("institution", "test rows", "local-only", "local-only (all tests)",
-                "federated", "pooled"):
+                "federated", "pooled", *[f"{k} (personal)" for k in personal]):
         table.add_column(col, justify="left" if col == "institution" else "right")
     for r in (*cmp.rows, cmp.overall):
         table.add_row(r.institution, str(r.n_test), _fmt(r.local_only),
-                      _fmt(r.local_only_everywhere), _fmt(r.federated), _fmt(r.pooled))
+                      _fmt(r.local_only_everywhere), _fmt(r.federated), _fmt(r.pooled),
+                      *[_fmt(getattr(r, k)) for k in personal])
     console.print(table)
     o = cmp.overall
     console.print(f"On its own test rows, the federated model matches or beats the "
@@ -121,12 +142,13 @@ def write_comparison(cmp: Comparison, folder: Path) -> None:
     (folder / "comparison.json").write_text(json.dumps(cmp.to_dict(), indent=2))
     with open(folder / "comparison.csv", "w", newline="") as f:
         w = csv.writer(f)
+        personal = cmp.personal
         w.writerow(["institution", "n_test", f"local_only_{cmp.metric}",
                     f"local_only_all_tests_{cmp.metric}", f"federated_{cmp.metric}",
-                    f"pooled_{cmp.metric}"])
+                    f"pooled_{cmp.metric}", *[f"{k}_{cmp.metric}" for k in personal]])
         for r in (*cmp.rows, cmp.overall):
             w.writerow([r.institution, r.n_test, r.local_only, r.local_only_everywhere,
-                        r.federated, r.pooled])
+                        r.federated, r.pooled, *[getattr(r, k) for k in personal]])
 
 
 def write_history(rounds: Sequence[Mapping], folder: Path) -> None:
