@@ -193,3 +193,30 @@ def test_ckks_over_grpc_with_provisioned_keys(tmp_path):
         update={"secure": "none"})}), write=False)
     for name, value in plain.history.params.items():
         np.testing.assert_allclose(deployed.history.params[name], value, atol=1e-5)
+
+
+@pytest.mark.parametrize("strategy", [{"name": "scaffold"},
+                                      {"name": "fednova"},
+                                      {"name": "fedprox", "mu": 0.1}], ids=lambda s: s["name"])
+def test_stateful_strategies_over_grpc_match_simulation(kits, transport, tmp_path, strategy):
+    """SCAFFOLD's server variate travels in the task and each institution keeps its own c_i
+    across rounds in its process; FedNova's a_i travels in the reply; FedProx's μ in the
+    config. Same strategy and client code as the simulation, same parameters."""
+    threads = [start(kits, transport, n, real(n).handle) for n in FILES]
+    assert len(transport.wait_for_clients(4, 30)) == 4
+    cfg = load_config(heart_config(tmp_path, rounds=3, compare=False))
+    raw = cfg.model_dump(exclude={"base_dir"})
+    raw["strategy"] = strategy
+    from fedsilo.config.schema import parse_config
+
+    cfg = parse_config(raw, cfg.base_dir)
+    d = cfg.data
+    schema = build_schema(cfg, pd.DataFrame(columns=d.columns))
+    deployed = run_session(cfg, transport, schema, "stateful", timeout=60,
+                           read={"columns": d.columns, "na_values": d.na_values})
+    simulated = run_simulation(cfg, write=False)
+    for event in deployed.history.events:
+        assert sorted(event.participants) == sorted(FILES)
+    for name, value in simulated.history.params.items():
+        np.testing.assert_allclose(deployed.history.params[name], value, atol=1e-5)
+    assert len(threads) == 4
