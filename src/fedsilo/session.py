@@ -13,23 +13,37 @@ import numpy as np
 
 from fedsilo.client.factory import make_trainer
 from fedsilo.client.local_data import LocalData
-from fedsilo.config.build import build_strategy, model_spec, privacy_accountant, run_setup
+from fedsilo.config.build import (
+    build_async_strategy,
+    build_clock,
+    build_strategy,
+    model_spec,
+    privacy_accountant,
+    run_setup,
+)
 from fedsilo.config.schema import RunConfig
 from fedsilo.core.params import Params
 from fedsilo.data.preprocessing import Preprocessor
 from fedsilo.data.schema import Schema
+from fedsilo.engine.async_runner import (
+    AsyncHistory,
+    AsyncSettings,
+    run_async_live,
+    run_async_virtual,
+)
 from fedsilo.engine.events import EventBus, Listener
 from fedsilo.engine.prepare import federated_preprocessing, prepare_config
 from fedsilo.engine.sync_runner import RunHistory, RunSettings, run_sync
 from fedsilo.errors import PrivacyBudgetExhausted
 from fedsilo.transport.base import ServerTransport
+from fedsilo.transport.inprocess import InProcessTransport
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class SessionResult:
-    history: RunHistory
+    history: RunHistory | AsyncHistory
     preprocessor: Preprocessor
     setup: dict[str, Any]
     train_rows: dict[str, int]
@@ -90,6 +104,23 @@ def run_session(cfg: RunConfig, transport: ServerTransport, schema: Schema, run_
     rounds = rounds_within_budget(cfg)
     settings = RunSettings(run_id, cfg.run.seed, rounds,
                            evaluate_every or cfg.run.evaluate_every, timeout)
-    history = run_sync(build_strategy(cfg, setup, keys), transport, initial_params(cfg, pre),
-                       settings, bus)
+    initial = initial_params(cfg, pre)
+    history: RunHistory | AsyncHistory
+    if cfg.run.mode == "async":
+        history = _run_async(cfg, transport, setup, keys, initial, settings, bus)
+    else:
+        history = run_sync(build_strategy(cfg, setup, keys), transport, initial, settings, bus)
     return SessionResult(history, pre, setup, rows)
+
+
+def _run_async(cfg: RunConfig, transport: ServerTransport, setup: dict[str, Any],
+               keys: Mapping[str, bytes] | None, initial: Params, settings: RunSettings,
+               bus: EventBus) -> AsyncHistory:
+    """FedAsync / FedBuff: under the virtual clock in simulation, the wall clock otherwise."""
+    strategy = build_async_strategy(cfg, setup, keys)
+    a = AsyncSettings(settings.run_id, settings.seed, settings.rounds, settings.evaluate_every,
+                      timeout=None if settings.round_timeout is None
+                      else settings.round_timeout * settings.rounds)
+    if isinstance(transport, InProcessTransport):
+        return run_async_virtual(strategy, transport, initial, a, build_clock(cfg), bus)
+    return run_async_live(strategy, transport, initial, a, bus)

@@ -11,17 +11,21 @@ from typing import Any
 import pandas as pd
 
 from fedsilo.aggregation.build import build_aggregator
+from fedsilo.algorithms.asynchronous import AsyncStrategy, fedasync, fedbuff
 from fedsilo.algorithms.base import Strategy
 from fedsilo.algorithms.fedavg import fedavg, fedprox, fedsgd
 from fedsilo.algorithms.fednova import fednova
 from fedsilo.algorithms.fedopt import fedadagrad, fedadam, fedavgm, fedyogi
 from fedsilo.algorithms.sampling import Stragglers
 from fedsilo.algorithms.scaffold import scaffold
+from fedsilo.algorithms.staleness import Staleness
 from fedsilo.config.schema import RunConfig
 from fedsilo.core.rng import derive_seed
 from fedsilo.data.preprocessing import Preprocessor
 from fedsilo.data.schema import Schema
+from fedsilo.engine.clock import VirtualClock
 from fedsilo.errors import ConfigError
+from fedsilo.optim import sgd
 
 
 def model_spec(cfg: RunConfig) -> dict[str, Any]:
@@ -95,9 +99,9 @@ def build_strategy(cfg: RunConfig, setup: Mapping[str, Any] | None = None,
                                                         "setup": dict(setup)})
 
 
-def _strategy(cfg: RunConfig, keys: Mapping[str, bytes] | None,
-              spec: Mapping[str, Any]) -> Strategy:
-    s = cfg.strategy
+def client_settings(cfg: RunConfig) -> dict[str, Any]:
+    """What every fit task tells institutions about local training: [client], local DP,
+    personalisation."""
     client = {**cfg.client.train_config(), **personalization_config(cfg)}
     p = cfg.privacy
     if p.mode == "local":
@@ -106,6 +110,36 @@ def _strategy(cfg: RunConfig, keys: Mapping[str, bytes] | None,
         client["dp_local"] = {"epsilon": dict(p.local_epsilon) or {"*": p.target_epsilon or 8.0},
                               "delta": p.delta, "max_grad_norm": p.max_grad_norm,
                               "rounds": cfg.run.rounds}
+    return client
+
+
+def build_async_strategy(cfg: RunConfig, setup: Mapping[str, Any] | None = None,
+                         keys: Mapping[str, bytes] | None = None) -> AsyncStrategy:
+    """FedAsync or FedBuff as [strategy] names it; tasks carry [client] and `setup`."""
+    s = cfg.strategy
+    spec = setup["aggregator"] if setup is not None else aggregator_spec(cfg)
+    client = client_settings(cfg)
+    if setup is not None:
+        client["setup"] = dict(setup)
+    aggregator = build_aggregator(spec, keys)
+    staleness = Staleness(s.staleness, s.staleness_a, s.staleness_b)
+    if s.name == "fedasync":
+        return fedasync(client, aggregator, sgd(1.0), mixing=s.mixing, staleness=staleness,
+                        max_staleness=16 if s.max_staleness is None else s.max_staleness)
+    return fedbuff(client, aggregator, sgd(s.server_lr or 1.0), buffer_size=s.buffer_size,
+                   staleness=staleness, max_staleness=s.max_staleness)
+
+
+def build_clock(cfg: RunConfig) -> VirtualClock:
+    c = cfg.clock
+    return VirtualClock(c.seconds_per_example, dict(c.speeds), c.delay, c.delay_mean,
+                        dict(c.delays), cfg.run.seed)
+
+
+def _strategy(cfg: RunConfig, keys: Mapping[str, bytes] | None,
+              spec: Mapping[str, Any]) -> Strategy:
+    s = cfg.strategy
+    client = client_settings(cfg)
     aggregator = build_aggregator(spec, keys)
     if s.name == "fedsgd":
         return fedsgd(s.server_lr or cfg.client.lr, fraction=s.fraction,

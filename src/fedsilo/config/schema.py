@@ -30,6 +30,7 @@ class RunSection(_Section):
     compare: bool = True
     torch_threads: int = Field(default=1, ge=1)
     round_timeout: float | None = Field(default=None, gt=0)  # deadline per stage (deployment)
+    mode: Literal["sync", "async"] = "sync"  # async: rounds = model versions (commits)
 
 
 class InstitutionSource(_Section):
@@ -115,7 +116,8 @@ class ClientSection(_Section):
 
 
 STRATEGIES = ("fedavg", "fedsgd", "fedadam", "fedavgm", "fedyogi", "fedadagrad", "fedprox",
-              "scaffold", "fednova")
+              "scaffold", "fednova", "fedasync", "fedbuff")
+ASYNC_STRATEGIES = ("fedasync", "fedbuff")
 # hyper-parameter -> the strategies that take it (any other strategy refuses it)
 STRATEGY_KEYS: dict[str, tuple[str, ...]] = {
     "momentum": ("fedavgm",),
@@ -124,6 +126,12 @@ STRATEGY_KEYS: dict[str, tuple[str, ...]] = {
     "eps": ("fedadam",),
     "tau": ("fedyogi", "fedadagrad"),
     "mu": ("fedprox",),
+    "buffer_size": ("fedbuff",),
+    "mixing": ("fedasync",),
+    "staleness": ASYNC_STRATEGIES,
+    "staleness_a": ASYNC_STRATEGIES,
+    "staleness_b": ASYNC_STRATEGIES,
+    "max_staleness": ASYNC_STRATEGIES,
 }
 
 
@@ -132,7 +140,7 @@ class StrategySection(_Section):
     strategy that does not use it is an error (it would silently do nothing)."""
 
     name: Literal["fedavg", "fedsgd", "fedadam", "fedavgm", "fedyogi", "fedadagrad", "fedprox",
-                  "scaffold", "fednova"] = "fedavg"
+                  "scaffold", "fednova", "fedasync", "fedbuff"] = "fedavg"
     fraction: float = Field(default=1.0, gt=0, le=1)
     min_clients: int = Field(default=1, ge=1)
     weighted: bool = True
@@ -145,6 +153,12 @@ class StrategySection(_Section):
     mu: float = Field(default=0.01, ge=0)
     stragglers: float = Field(default=0.0, ge=0, le=1)
     straggler_policy: Literal["drop", "partial"] = "partial"
+    buffer_size: int = Field(default=10, ge=1)
+    mixing: float = Field(default=0.6, gt=0, le=1)
+    staleness: Literal["constant", "polynomial", "hinge"] = "polynomial"
+    staleness_a: float = Field(default=0.5, ge=0)
+    staleness_b: float = Field(default=4.0, ge=0)
+    max_staleness: int | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _keys_fit_strategy(self) -> StrategySection:
@@ -196,6 +210,17 @@ class PersonalizationSection(_Section):
     ditto_lr: float | None = Field(default=None, gt=0)
 
 
+class ClockSection(_Section):
+    """The virtual clock of asynchronous simulations (simulated seconds): a task takes
+    examples × seconds_per_example / speed plus a network delay."""
+
+    seconds_per_example: float = Field(default=1e-3, ge=0)
+    speeds: dict[str, float] = {}
+    delay: Literal["constant", "exponential", "lognormal"] = "constant"
+    delay_mean: float = Field(default=0.0, ge=0)
+    delays: dict[str, float] = {}
+
+
 class AttackSection(_Section):
     """Simulation only: a `fraction` of institutions send poisoned updates ('sign_flip': the
     update times -scale; 'scale': the update times scale), to test robust aggregation."""
@@ -238,6 +263,7 @@ class RunConfig(_Section):
     privacy: PrivacySection = Field(default_factory=PrivacySection)
     personalization: PersonalizationSection = Field(default_factory=PersonalizationSection)
     attack: AttackSection = Field(default_factory=AttackSection)
+    clock: ClockSection = Field(default_factory=ClockSection)
     base_dir: Path = Path(".")
 
     @model_validator(mode="after")
@@ -249,10 +275,28 @@ class RunConfig(_Section):
                                             or self.aggregation.norm_bound is not None):
             raise ValueError("robust aggregation with differential privacy is not supported "
                              "(its sensitivity differs from the mean's)")
+        self._async_fits()
         if self.attack.fraction and self.aggregation.secure != "none":
             raise ValueError("[attack] poisons plain updates; it cannot run with secure "
                              "aggregation")
         return self
+
+    def _async_fits(self) -> None:
+        is_async = self.strategy.name in ASYNC_STRATEGIES
+        if is_async != (self.run.mode == "async"):
+            raise ValueError(f"strategy '{self.strategy.name}' needs run.mode = "
+                             f"'{'async' if is_async else 'sync'}'; async strategies: "
+                             f"{', '.join(ASYNC_STRATEGIES)}")
+        if not is_async:
+            return
+        if self.aggregation.secure != "none":
+            raise ValueError("asynchronous strategies cannot use secure aggregation yet")
+        if self.privacy.mode in ("central", "distributed"):
+            raise ValueError("asynchronous strategies cannot use central or distributed DP "
+                             "yet (local DP-SGD works)")
+        if self.strategy.stragglers:
+            raise ValueError("stragglers are a synchronous notion; in async mode give slow "
+                             "institutions a lower [clock] speed")
 
     def resolve(self, path: str) -> Path:
         """A data path from the config, relative to the config file's folder."""

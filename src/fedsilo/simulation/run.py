@@ -19,6 +19,7 @@ from fedsilo.client.institution import Institution
 from fedsilo.config.build import build_schema
 from fedsilo.config.schema import RunConfig
 from fedsilo.data.prepare import InstitutionSplit, local_data, pooled
+from fedsilo.engine.async_runner import AsyncHistory
 from fedsilo.engine.events import Listener
 from fedsilo.engine.sync_runner import RunHistory
 from fedsilo.errors import DataError
@@ -36,7 +37,7 @@ PhaseListener = Callable[[str, int], Listener | None]
 @dataclass
 class SimulationResult:
     config: RunConfig
-    history: RunHistory
+    history: RunHistory | AsyncHistory
     comparison: Comparison | None
     feature_names: list[str]
     output_dir: Path | None = None
@@ -106,8 +107,8 @@ def _compare(cfg: RunConfig, institutions: Mapping[str, Institution], fed: Sessi
     Every model is scored on the same held-out rows as the federated one."""
     schema, classes = fed.preprocessor.schema, fed.preprocessor.classes
     alone = cfg.model_copy(update={  # one institution: nothing to hide, no one to distrust
-        "strategy": cfg.strategy.model_copy(update={"fraction": 1.0, "min_clients": 1,
-                                                    "stragglers": 0.0}),
+        "run": cfg.run.model_copy(update={"mode": "sync"}),  # references train synchronously
+        "strategy": cfg.strategy.model_copy(update=_reference_strategy(cfg)),
         "aggregation": cfg.aggregation.model_copy(update={"secure": "none", "robust": "none",
                                                           "norm_bound": None}),
         "personalization": cfg.personalization.model_copy(update={
@@ -131,6 +132,15 @@ def _compare(cfg: RunConfig, institutions: Mapping[str, Institution], fed: Sessi
     return build_comparison(PRIMARY[schema.task], sizes, local, local_everywhere,
                             fed.history.events[-1].evaluation,
                             _score_everywhere(cfg, pool, splits))
+
+
+def _reference_strategy(cfg: RunConfig) -> dict:
+    """The strategy of the local-only and pooled references: the same, on one institution;
+    FedAvg for an asynchronous run (one institution has no one to wait for)."""
+    update: dict = {"fraction": 1.0, "min_clients": 1, "stragglers": 0.0}
+    if cfg.run.mode == "async":
+        update["name"] = "fedavg"
+    return update
 
 
 def _score_everywhere(cfg: RunConfig, session: SessionResult,

@@ -43,6 +43,12 @@ class InProcessTransport:
             task = self._queue.popleft()
             yield self._clients[task.client_id].handle(task)
 
+    def call(self, task: Task) -> Reply:
+        """Run one task now and return its reply (the virtual-clock driver times it)."""
+        if task.client_id not in self._clients:
+            raise UnknownClient(f"no institution named '{task.client_id}'")
+        return self._clients[task.client_id].handle(task)
+
     def acknowledge(self, reply: Reply, rejection: Rejection | None) -> None:
         """Nothing to send back: the rejection is in the round's event."""
 
