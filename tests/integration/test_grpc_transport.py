@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 import time
 
 import grpc
@@ -26,38 +25,10 @@ from fedsilo.transport.grpc.client import Backoff, Stub, run_institution
 from fedsilo.transport.grpc.provision import Project, provision
 from fedsilo.transport.grpc.server import GrpcServerTransport
 from fedsilo.transport.grpc.tls import Gatekeeper, client_credentials, server_credentials
+from tests.integration.conftest import real, start
 from tests.integration.helpers import FILES, HEART, heart_config
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def kits(tmp_path):
-    root = tmp_path / "kits"
-    provision(Project("heart", "localhost", tuple(FILES)), root)
-    return root
-
-
-@pytest.fixture
-def transport(kits):
-    t = GrpcServerTransport("127.0.0.1:0", Gatekeeper.from_kit(kits / "server"),
-                            server_credentials(kits / "server"))
-    yield t
-    t.close(0.5)
-
-
-def start(kits, transport, name, handle):
-    done = threading.Thread(target=run_institution, daemon=True, kwargs=dict(
-        address=f"localhost:{transport.port}", handle=handle,
-        credentials=client_credentials(kits / name), name=name, wait=1.0))
-    done.start()
-    return done
-
-
-def real(name):
-    path = HEART / "data" / f"processed.{FILES[name]}.data"
-    return Institution(name, lambda read: read_table(path, read.get("columns"),
-                                                     read.get("na_values")))
 
 
 def test_malformed_update_is_refused_and_the_others_are_served(kits, transport, tmp_path,
