@@ -119,7 +119,7 @@ def _run_async(cfg: RunConfig, transport: ServerTransport, setup: dict[str, Any]
     """FedAsync / FedBuff: under the virtual clock in simulation, the wall clock otherwise."""
     strategy = build_async_strategy(cfg, setup, keys)
     a = AsyncSettings(settings.run_id, settings.seed, settings.rounds, settings.evaluate_every,
-                      timeout=None if settings.round_timeout is None
+                      barrier=cfg.clock.barrier, timeout=None if settings.round_timeout is None
                       else settings.round_timeout * settings.rounds)
     if isinstance(transport, InProcessTransport):
         return run_async_virtual(strategy, transport, initial, a, build_clock(cfg), bus)

@@ -219,6 +219,8 @@ class ClockSection(_Section):
     delay: Literal["constant", "exponential", "lognormal"] = "constant"
     delay_mean: float = Field(default=0.0, ge=0)
     delays: dict[str, float] = {}
+    barrier: bool = False  # institutions wait for each commit: with fedbuff and buffer_size =
+    #                        the number of institutions, synchronous FedAvg in simulated time
 
 
 class AttackSection(_Section):
