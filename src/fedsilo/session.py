@@ -34,7 +34,8 @@ from fedsilo.engine.async_runner import (
 from fedsilo.engine.events import EventBus, Listener
 from fedsilo.engine.prepare import federated_preprocessing, prepare_config
 from fedsilo.engine.sync_runner import RunHistory, RunSettings, run_sync
-from fedsilo.errors import PrivacyBudgetExhausted
+from fedsilo.errors import ConfigError, PrivacyBudgetExhausted
+from fedsilo.store.recorder import Recorder
 from fedsilo.transport.base import ServerTransport
 from fedsilo.transport.inprocess import InProcessTransport
 
@@ -85,20 +86,25 @@ def run_session(cfg: RunConfig, transport: ServerTransport, schema: Schema, run_
                 read: Mapping[str, Any] | None = None, listener: Listener | None = None,
                 evaluate_every: int | None = None, classes: tuple[str, ...] | None = None,
                 timeout: float | None = None,
-                keys: Mapping[str, bytes] | None = None) -> SessionResult:
-    """Prepare stage, then `cfg.run.rounds` synchronous rounds over `transport`.
+                keys: Mapping[str, bytes] | None = None, recorder: Recorder | None = None,
+                resume: bool = False) -> SessionResult:
+    """Prepare stage, then `cfg.run.rounds` rounds over `transport`.
 
     Args:
         read: how institutions read their CSV (columns of a header-less file, NA markers).
         classes: force the class set (a single institution may lack a class).
         timeout: per-stage deadline in seconds (None in simulation).
         keys: the server's local key material (the CKKS public context).
+        recorder: run store, checkpoints, TensorBoard (fed by the round events).
+        resume: continue after the recorder's last checkpoint (synchronous runs).
     """
     prepare = prepare_config(schema, read or {}, cfg.data.test_fraction, cfg.run.seed)
     pre, rows = federated_preprocessing(transport, prepare, run_id, cfg.strategy.min_clients,
                                         timeout, classes)
     setup = run_setup(cfg, prepare, pre, len(rows))
     bus = EventBus()
+    if recorder is not None:
+        bus.subscribe(recorder)
     if listener is not None:
         bus.subscribe(listener)
     rounds = rounds_within_budget(cfg)
@@ -107,9 +113,14 @@ def run_session(cfg: RunConfig, transport: ServerTransport, schema: Schema, run_
     initial = initial_params(cfg, pre)
     history: RunHistory | AsyncHistory
     if cfg.run.mode == "async":
+        if resume:
+            raise ConfigError("--resume continues synchronous runs only")
         history = _run_async(cfg, transport, setup, keys, initial, settings, bus)
     else:
-        history = run_sync(build_strategy(cfg, setup, keys), transport, initial, settings, bus)
+        start = recorder.resume() if recorder is not None and resume else None
+        history = run_sync(build_strategy(cfg, setup, keys), transport, initial, settings, bus,
+                           start=start,
+                           on_commit=recorder.checkpoint if recorder is not None else None)
     return SessionResult(history, pre, setup, rows)
 
 

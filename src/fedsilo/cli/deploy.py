@@ -33,6 +33,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     srv.add_argument("--wait", type=float, default=300.0,
                      help="seconds to wait for institutions to join")
     srv.add_argument("--output", type=Path, help="results folder (overrides run.output_dir)")
+    srv.add_argument("--resume", action="store_true",
+                     help="continue the newest unfinished run of this config from its last "
+                          "checkpoint (after a crash)")
     cli = sub.add_parser("client", help="take part in a run as one institution")
     cli.add_argument("--kit", type=Path, required=True, help="this institution's startup kit")
     cli.add_argument("--data", type=Path, required=True, help="this institution's CSV")
@@ -105,13 +108,16 @@ def server_cmd(args: argparse.Namespace, console: Console) -> int:
         console.print(f"institutions connected: {', '.join(joined)}")
         from fedsilo.session import run_session
 
-        session = run_session(cfg, transport, schema, cfg.run.name,
+        recorder = _recorder(cfg, schema, args.resume, console)
+        session = run_session(cfg, transport, schema, recorder.run_id,
                               read={"columns": d.columns, "na_values": d.na_values},
                               listener=lambda ev: _print_round(console, ev),
                               timeout=cfg.run.round_timeout or 300.0,
-                              keys=_kit_keys(args.kit, "ckks.public"))
+                              keys=_kit_keys(args.kit, "ckks.public"), recorder=recorder,
+                              resume=args.resume)
+        recorder.finish()
         result = SimulationResult(cfg, session.history, None, session.preprocessor.feature_names)
-        result.output_dir = write_results(result)
+        write_results(result, recorder.folder)
         console.print(f"results: {result.output_dir}")
         return 0
     except SystemExit as e:
@@ -119,6 +125,27 @@ def server_cmd(args: argparse.Namespace, console: Console) -> int:
         return 143
     finally:
         transport.close()
+
+
+def _recorder(cfg: Any, schema: Any, resume: bool, console: Console) -> Any:
+    """A new run's recorder, or (--resume) the newest unfinished run's."""
+    from fedsilo.evaluation.metrics import PRIMARY
+    from fedsilo.store.recorder import new_run, recorder_for
+    from fedsilo.store.run_store import RunStore
+
+    output = Path(cfg.run.output_dir)
+    if not resume:
+        run_id, folder = new_run(output, cfg.run.name)
+        recorder = recorder_for(cfg, run_id, folder)
+        recorder.start(cfg.run.name, cfg.model_dump(mode="json"), cfg.run.mode,
+                       cfg.strategy.name, PRIMARY[schema.task])
+        return recorder
+    store = RunStore(cfg.store.url or output / "fedsilo.db")
+    unfinished = store.latest(cfg.run.name)
+    if unfinished is None:
+        raise ConfigError(f"--resume: no unfinished run named '{cfg.run.name}' in {store.url}")
+    console.print(f"resuming run {unfinished}")
+    return recorder_for(cfg, unfinished, output / unfinished)
 
 
 def _kit_keys(kit: Path, filename: str) -> dict[str, bytes]:

@@ -17,6 +17,8 @@ from rich.console import Console
 
 from fedsilo.cli.deploy import add_parsers as add_deploy_parsers
 from fedsilo.cli.deploy import client_cmd, provision_cmd, server_cmd
+from fedsilo.cli.ops import add_parsers as add_ops_parsers
+from fedsilo.cli.ops import audit_cmd, dashboard_cmd
 from fedsilo.errors import ConfigError, DataError, FedsiloError
 
 DEMO_CONFIG = Path("heart_disease") / "heart_disease.toml"
@@ -42,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         q.add_argument("--quiet", action="store_true", help="no progress bars")
         q.add_argument("--rounds", type=int, help="override run.rounds")
     add_deploy_parsers(sub)
+    add_ops_parsers(sub)
     return p
 
 
@@ -63,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-DEPLOY = {"provision": provision_cmd, "server": server_cmd, "client": client_cmd}
+DEPLOY = {"provision": provision_cmd, "server": server_cmd, "client": client_cmd,
+          "audit": audit_cmd, "dashboard": dashboard_cmd}
 
 
 def _run(path: Path, args: argparse.Namespace, console: Console) -> int:

@@ -31,6 +31,19 @@ class RunSection(_Section):
     torch_threads: int = Field(default=1, ge=1)
     round_timeout: float | None = Field(default=None, gt=0)  # deadline per stage (deployment)
     mode: Literal["sync", "async"] = "sync"  # async: rounds = model versions (commits)
+    checkpoint_every: int = Field(default=1, ge=0)  # 0: no checkpoints
+
+
+class StoreSection(_Section):
+    """Where runs are recorded: by default fedsilo.db (SQLite) in run.output_dir; or a
+    consortium's PostgreSQL by URL (postgresql+psycopg://user:password@host/db)."""
+
+    url: str | None = None
+    enabled: bool = True
+
+
+class LoggingSection(_Section):
+    tensorboard: bool = False  # also write TensorBoard event files to the results folder
 
 
 class InstitutionSource(_Section):
@@ -266,6 +279,8 @@ class RunConfig(_Section):
     personalization: PersonalizationSection = Field(default_factory=PersonalizationSection)
     attack: AttackSection = Field(default_factory=AttackSection)
     clock: ClockSection = Field(default_factory=ClockSection)
+    store: StoreSection = Field(default_factory=StoreSection)
+    logging: LoggingSection = Field(default_factory=LoggingSection)
     base_dir: Path = Path(".")
 
     @model_validator(mode="after")

@@ -123,3 +123,16 @@ def split_prefixed(params: Mapping[str, np.ndarray], prefix: str) -> tuple[Param
 def prefixed(params: Mapping[str, np.ndarray], prefix: str) -> Params:
     """The same arrays under `prefix` + name."""
     return {prefix + n: a for n, a in params.items()}
+
+
+def digest(params: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 of named arrays (names, dtypes, shapes and bytes, in name order): what the
+    audit trail records for each update received and each global model."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(params):
+        a = np.ascontiguousarray(params[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.data if a.size else b"")
+    return h.hexdigest()

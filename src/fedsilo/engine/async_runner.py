@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from fedsilo.algorithms.asynchronous import AsyncState, AsyncStrategy
 from fedsilo.algorithms.base import Rejection
 from fedsilo.core.messages import Reply, Task, TaskKind
-from fedsilo.core.params import Params
+from fedsilo.core.params import Params, digest
 from fedsilo.engine.clock import VirtualClock, examples_processed
 from fedsilo.engine.events import EventBus, RoundEvent
 from fedsilo.evaluation.metrics import weighted_mean
@@ -98,7 +98,8 @@ class _Run:
             rejected={r.client_id: f"[{r.code}] {r.reason}" for r in buffer.rejected},
             metrics={**metrics, "clock": {"time": now}}, evaluation=evaluation,
             federated=weighted_mean(list(evaluation.values()), sizes),
-            seconds=time.perf_counter() - self.started))
+            seconds=time.perf_counter() - self.started, digests=dict(buffer.digests),
+            model_digest=digest(self.state.params)))
 
 
 def _eval_tasks(run: _Run, params: Params, version: int, clients: list[str]) -> list[Task]:
@@ -218,4 +219,4 @@ def _final_evaluation(run: _Run, transport: ServerTransport, open_tasks: dict[st
         run.events[-1] = RoundEvent(last.round, last.version, last.participants, last.rejected,
                                     last.metrics, evaluation,
                                     weighted_mean(list(evaluation.values()), sizes),
-                                    last.seconds)
+                                    last.seconds, last.digests, last.model_digest)

@@ -19,6 +19,8 @@ class RoundEvent:
     evaluation: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     federated: Mapping[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    digests: Mapping[str, str] = field(default_factory=dict)  # SHA-256 of each update received
+    model_digest: str = ""                                     # SHA-256 of the global model
 
 
 Listener = Callable[[RoundEvent], None]

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fedsilo.aggregation.base import find_staged
 from fedsilo.algorithms.base import OpenRound, ServerState, Strategy
 from fedsilo.core.messages import Task
-from fedsilo.core.params import Params
+from fedsilo.core.params import Params, digest
 from fedsilo.engine.events import EventBus, RoundEvent
 from fedsilo.engine.stages import after_collection, before_collection
 from fedsilo.errors import AggregationError
@@ -43,15 +44,21 @@ class RunSettings:
 
 
 def run_sync(strategy: Strategy, transport: ServerTransport, initial: Params,
-             settings: RunSettings, bus: EventBus | None = None) -> RunHistory:
-    """Run `settings.rounds` synchronous rounds from `initial` parameters."""
+             settings: RunSettings, bus: EventBus | None = None,
+             start: tuple[int, ServerState] | None = None,
+             on_commit: Callable[[int, ServerState], None] | None = None) -> RunHistory:
+    """Run `settings.rounds` synchronous rounds from `initial` parameters, or continue after
+    round r from a saved state (`start` = (r, state)). `on_commit(round, state)` runs after
+    every round (checkpoints)."""
     bus = bus or EventBus()
-    state = strategy.init(initial)
+    done, state = start if start is not None else (0, strategy.init(initial))
     history = RunHistory(state=state)
     bus.subscribe(history.events.append)
-    for rnd in range(1, settings.rounds + 1):
+    for rnd in range(done + 1, settings.rounds + 1):
         state = _one_round(strategy, transport, state, rnd, settings, bus)
         history.state = state
+        if on_commit is not None:
+            on_commit(rnd, state)
     return history
 
 
@@ -84,7 +91,8 @@ def _one_round(strategy: Strategy, transport: ServerTransport, state: ServerStat
         rejected={r.client_id: f"[{r.code}] {r.reason}" for r in open_round.rejected},
         metrics=metrics, evaluation=evaluation,
         federated=weighted_mean(list(evaluation.values()), sizes),
-        seconds=time.perf_counter() - start))
+        seconds=time.perf_counter() - start, digests=dict(open_round.digests),
+        model_digest=digest(state.params)))
     return state
 
 

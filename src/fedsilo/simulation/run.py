@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from fedsilo.evaluation.report import Comparison, build_comparison, write_compar
 from fedsilo.session import SessionResult, run_session
 from fedsilo.simulation.attacks import with_attackers
 from fedsilo.simulation.institutions import load_tables
+from fedsilo.store.recorder import new_run, recorder_for
 from fedsilo.transport.inprocess import Handler, InProcessTransport
 
 PhaseListener = Callable[[str, int], Listener | None]
@@ -77,15 +77,27 @@ def run_simulation(cfg: RunConfig, phase: PhaseListener | None = None, write: bo
     if cfg.attack.fraction:
         handlers, _ = with_attackers(institutions, cfg.attack.fraction, cfg.attack.kind,
                                      cfg.attack.scale, cfg.run.seed)
-    session = run_session(cfg, InProcessTransport(handlers), schema, cfg.run.name,
-                          listener=phase("federated", cfg.run.rounds), keys=public)
-    comparison = None
-    if cfg.run.compare:
-        comparison = _compare(cfg, institutions, session, phase)
+    run_id, folder = (new_run(Path(cfg.run.output_dir), cfg.run.name) if write
+                      else (cfg.run.name, None))
+    recorder = recorder_for(cfg, run_id, folder) if folder is not None else None
+    if recorder is not None:
+        recorder.start(cfg.run.name, cfg.model_dump(mode="json"), cfg.run.mode,
+                       cfg.strategy.name, PRIMARY[schema.task])
+    try:
+        session = run_session(cfg, InProcessTransport(handlers), schema, cfg.run.name,
+                              listener=phase("federated", cfg.run.rounds), keys=public,
+                              recorder=recorder)
+        comparison = _compare(cfg, institutions, session, phase) if cfg.run.compare else None
+    except BaseException:
+        if recorder is not None:
+            recorder.finish("failed")
+        raise
+    if recorder is not None:
+        recorder.finish("finished", comparison.to_dict() if comparison else None)
     result = SimulationResult(cfg, session.history, comparison,
-                              session.preprocessor.feature_names)
-    if write:
-        result.output_dir = write_results(result)
+                              session.preprocessor.feature_names, folder)
+    if folder is not None:
+        write_results(result, folder)
     return result
 
 
@@ -154,17 +166,13 @@ def _score_everywhere(cfg: RunConfig, session: SessionResult,
     return out
 
 
-def write_results(result: SimulationResult) -> Path:
-    """results/<name>-<time>/: config, history (JSON, CSV), comparison (JSON, CSV), plot,
-    final model (NPZ)."""
+def write_results(result: SimulationResult, folder: Path | None = None) -> Path:
+    """results/<run id>/: config, history (JSON, CSV), comparison (JSON, CSV), plot, final
+    model (NPZ); beside the run store (results/fedsilo.db) and the checkpoint."""
     cfg = result.config
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    folder = Path(cfg.run.output_dir) / f"{cfg.run.name}-{stamp}"
-    n = 1
-    while folder.exists():
-        folder = Path(cfg.run.output_dir) / f"{cfg.run.name}-{stamp}-{n}"
-        n += 1
-    folder.mkdir(parents=True)
+    if folder is None:
+        _, folder = new_run(Path(cfg.run.output_dir), cfg.run.name)
+    result.output_dir = folder
     (folder / "config.json").write_text(cfg.model_dump_json(indent=2))
     write_history(result.rounds, folder)
     metric = PRIMARY[cfg.data.task]

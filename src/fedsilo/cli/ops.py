@@ -1,0 +1,48 @@
+"""`fedsilo audit verify | dashboard`: looking at recorded runs."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+
+DEFAULT_STORE = "results"
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    audit = sub.add_parser("audit", help="check a run's audit trail")
+    verbs = audit.add_subparsers(dest="verb", required=True)
+    verify = verbs.add_parser("verify", help="recompute the hash chain of a run")
+    verify.add_argument("run", help="the run id (its results folder's name)")
+    board = sub.add_parser("dashboard", help="serve the runs dashboard on localhost")
+    board.add_argument("--port", type=int, default=8050)
+    board.add_argument("--host", default="127.0.0.1")
+    for p in (verify, board):
+        p.add_argument("--store", default=DEFAULT_STORE,
+                       help="the run store: a results folder, a .db file or a database URL "
+                            "(default: results/fedsilo.db)")
+
+
+def audit_cmd(args: argparse.Namespace, console: Console) -> int:
+    from fedsilo.store.run_store import RunStore
+
+    verdict = RunStore(args.store).verify(args.run)
+    if verdict.ok:
+        console.print(f"audit trail of {args.run}: OK, {verdict.rounds} rounds chained")
+        return 0
+    console.print(f"[bold red]audit trail of {args.run} is BROKEN:[/] {verdict.problem}",
+                  highlight=False)
+    return 1
+
+
+def dashboard_cmd(args: argparse.Namespace, console: Console) -> int:
+    from fedsilo.dashboard.server import Dashboard
+    from fedsilo.store.run_store import RunStore
+
+    board = Dashboard(RunStore(args.store), args.host, args.port)
+    console.print(f"fedsilo dashboard on {board.url} — Ctrl-C to stop")
+    try:
+        board.serve_forever()
+    except KeyboardInterrupt:
+        board.stop()
+    return 0

@@ -1,0 +1,1 @@
+"""`fedsilo dashboard`: a local web page over the run store."""

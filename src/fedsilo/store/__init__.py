@@ -1,0 +1,1 @@
+"""Run store (SQLite by default, PostgreSQL by URL), checkpoints, audit chain."""

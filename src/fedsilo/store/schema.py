@@ -1,0 +1,71 @@
+"""The run store's tables (SQLAlchemy Core), the same on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text
+
+metadata = MetaData()
+
+runs = Table(
+    "runs", metadata,
+    Column("run_id", String(200), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Column("status", String(20), nullable=False),       # running | finished | failed
+    Column("mode", String(10), nullable=False),
+    Column("strategy", String(40), nullable=False),
+    Column("metric", String(20), nullable=False),        # the primary metric
+    Column("config", Text, nullable=False),              # JSON
+    Column("comparison", Text),                          # JSON: local-only / federated / pooled
+)
+
+rounds = Table(
+    "rounds", metadata,
+    Column("run_id", String(200), primary_key=True),
+    Column("round", Integer, primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("seconds", Float, nullable=False),
+    Column("clock_time", Float),                         # simulated seconds (async simulation)
+    Column("epsilon", Float),                            # privacy spent so far
+    Column("federated", Text, nullable=False),           # JSON: example-weighted metrics
+    Column("metrics", Text, nullable=False),             # JSON: nested by part
+    Column("model_digest", String(64), nullable=False),
+)
+
+participation = Table(
+    "participation", metadata,
+    Column("run_id", String(200), primary_key=True),
+    Column("round", Integer, primary_key=True),
+    Column("institution", String(200), primary_key=True),
+    Column("status", String(10), nullable=False),        # accepted | rejected
+    Column("reason", Text),
+    Column("update_digest", String(64)),
+)
+
+institution_metrics = Table(
+    "institution_metrics", metadata,
+    Column("run_id", String(200), primary_key=True),
+    Column("round", Integer, primary_key=True),
+    Column("institution", String(200), primary_key=True),
+    Column("name", String(80), primary_key=True),
+    Column("value", Float, nullable=False),
+)
+
+events = Table(
+    "events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(200), nullable=False, index=True),
+    Column("time", Float, nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("message", Text, nullable=False),
+)
+
+audit = Table(
+    "audit", metadata,
+    Column("run_id", String(200), primary_key=True),
+    Column("round", Integer, primary_key=True),
+    Column("entry", Text, nullable=False),               # canonical JSON of the round
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
