@@ -109,7 +109,8 @@ def run_session(cfg: RunConfig, transport: ServerTransport, schema: Schema, run_
         bus.subscribe(listener)
     rounds = rounds_within_budget(cfg)
     settings = RunSettings(run_id, cfg.run.seed, rounds,
-                           evaluate_every or cfg.run.evaluate_every, timeout)
+                           evaluate_every or cfg.run.evaluate_every, timeout,
+                           audit=recorder is not None and recorder.store is not None)
     initial = initial_params(cfg, pre)
     history: RunHistory | AsyncHistory
     if cfg.run.mode == "async":
@@ -129,9 +130,10 @@ def _run_async(cfg: RunConfig, transport: ServerTransport, setup: dict[str, Any]
                bus: EventBus) -> AsyncHistory:
     """FedAsync / FedBuff: under the virtual clock in simulation, the wall clock otherwise."""
     strategy = build_async_strategy(cfg, setup, keys)
+    timeout = (None if settings.round_timeout is None
+               else settings.round_timeout * settings.rounds)
     a = AsyncSettings(settings.run_id, settings.seed, settings.rounds, settings.evaluate_every,
-                      barrier=cfg.clock.barrier, timeout=None if settings.round_timeout is None
-                      else settings.round_timeout * settings.rounds)
+                      barrier=cfg.clock.barrier, audit=settings.audit, timeout=timeout)
     if isinstance(transport, InProcessTransport):
         return run_async_virtual(strategy, transport, initial, a, build_clock(cfg), bus)
     return run_async_live(strategy, transport, initial, a, bus)

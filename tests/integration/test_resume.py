@@ -54,5 +54,7 @@ def test_kill_9_server_then_resume_equals_an_uninterrupted_run(tmp_path):
     [run] = store.runs()
     assert run["status"] == "finished" and run["last"] == 8
     assert store.verify(run["run_id"]).ok
+    digests = [p["update_digest"] for p in store.run(run["run_id"])["participation"]]
+    assert len(digests) == 32 and all(len(d) == 64 for d in digests)  # hashed on receipt
     kinds = [e["kind"] for e in store.run(run["run_id"])["events"]]
     assert kinds[0] == "start" and "resume" in kinds and kinds[-1] == "finished"

@@ -24,7 +24,7 @@ from fedsilo.aggregation.mean import WEIGHT_KEY
 from fedsilo.algorithms.base import Rejection
 from fedsilo.algorithms.staleness import Staleness
 from fedsilo.core.messages import Reply, Task, TaskKind
-from fedsilo.core.params import Params, ParamSpec, check_like, digest, global_norm, spec_of
+from fedsilo.core.params import Params, ParamSpec, check_like, global_norm, spec_of
 from fedsilo.core.rng import derive_seed
 from fedsilo.errors import ConfigError, MalformedUpdate, ProtocolError, StaleUpdate, WrongRound
 from fedsilo.evaluation.metrics import weighted_mean
@@ -102,9 +102,6 @@ class AsyncStrategy:
             return rejection
         assert reply.update is not None
         update = reply.update
-        key = reply.client_id if reply.client_id not in buffer.digests else (
-            f"{reply.client_id}#{len(buffer.received)}")  # twice in one buffer
-        buffer.digests[key] = digest(update)
         if self.mixing is None and tau > 0:  # FedBuff: s(τ) Δ (FedAsync mixes with it)
             s = self.staleness(tau)
             update = {n: a if n == WEIGHT_KEY else (a * s).astype(a.dtype)

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from fedsilo.aggregation.base import Accumulator, Layer
 from fedsilo.algorithms.sampling import Stragglers, UniformSampler
 from fedsilo.core.messages import Reply, Task, TaskKind
-from fedsilo.core.params import Params, ParamSpec, check_like, digest, global_norm, spec_of
+from fedsilo.core.params import Params, ParamSpec, check_like, global_norm, spec_of
 from fedsilo.core.rng import derive_seed
 from fedsilo.errors import (
     AggregationError,
@@ -99,7 +99,7 @@ class OpenRound:
     rejected: list[Rejection] = field(default_factory=list)
     client_metrics: dict[str, Mapping[str, float]] = field(default_factory=dict)
     num_examples: dict[str, int] = field(default_factory=dict)
-    digests: dict[str, str] = field(default_factory=dict)  # of each accepted (encoded) update
+    digests: dict[str, str] = field(default_factory=dict)  # audit: each accepted update
 
     @property
     def answered(self) -> set[str]:
@@ -155,7 +155,6 @@ class Strategy:
             open_round.rejected.append(rejection)
             return rejection
         assert reply.update is not None
-        fingerprint = digest(reply.update)  # before accumulating: a layer may reuse the arrays
         try:
             self.aggregator.accumulate(open_round.accumulator, reply.update)
         except ProtocolError as e:  # e.g. a ciphertext that does not parse: all or nothing
@@ -163,7 +162,6 @@ class Strategy:
             open_round.rejected.append(rejection)
             return rejection
         open_round.received.append(reply.client_id)
-        open_round.digests[reply.client_id] = fingerprint
         open_round.client_metrics[reply.client_id] = dict(reply.metrics)
         open_round.num_examples[reply.client_id] = reply.num_examples
         return None

@@ -96,7 +96,7 @@ def server_cmd(args: argparse.Namespace, console: Console) -> int:
     gate = Gatekeeper.from_kit(args.kit, insecure=args.insecure)
     creds = None if args.insecure else server_credentials(args.kit)
     address = args.address or f"0.0.0.0:{info.get('port', 8443)}"
-    transport = GrpcServerTransport(address, gate, creds)
+    transport = GrpcServerTransport(address, gate, creds, digests=cfg.store.enabled)
     console.print(f"fedsilo server '{cfg.run.name}' listening on {address} "
                   f"(port {transport.port}), {'insecure' if args.insecure else 'mutual TLS'}")
     _on_sigterm(lambda signum, frame: _raise_exit(signum, frame))

@@ -65,6 +65,7 @@ class Reply:
     metrics: Mapping[str, float] = field(default_factory=dict)
     payload: Mapping[str, Any] = field(default_factory=dict)
     error: ErrorInfo | None = None
+    digest: str = ""  # SHA-256 of `update`, when the receiving transport computed it (audit)
 
     @property
     def ok(self) -> bool:

@@ -38,6 +38,7 @@ class AsyncSettings:
     versions: int                 # stop after this many commits
     evaluate_every: int = 1       # evaluate every N versions (and the last)
     barrier: bool = False         # True: institutions wait for the commit (synchronous FedAvg)
+    audit: bool = False           # SHA-256 of every update received and of every model
     timeout: float | None = None  # deployment: give up after this many seconds
 
 
@@ -76,7 +77,13 @@ class _Run:
 
     def fold(self, reply: Reply) -> tuple[Rejection | None, bool]:
         """Accept one reply; commit if the buffer is full. Returns (rejection, committed)."""
+        fingerprint = reply.digest or (digest(reply.update) if self.settings.audit
+                                       and reply.update else "")
         rejection = self.strategy.accept(self.state, self.buffer, reply)
+        if self.settings.audit and rejection is None:
+            key = reply.client_id if reply.client_id not in self.buffer.digests else (
+                f"{reply.client_id}#{len(self.buffer.received)}")  # twice in one buffer
+            self.buffer.digests[key] = fingerprint
         if rejection is not None:
             log.warning("version %d: rejected %s: [%s] %s", self.state.version,
                         rejection.client_id, rejection.code, rejection.reason)
@@ -99,7 +106,7 @@ class _Run:
             metrics={**metrics, "clock": {"time": now}}, evaluation=evaluation,
             federated=weighted_mean(list(evaluation.values()), sizes),
             seconds=time.perf_counter() - self.started, digests=dict(buffer.digests),
-            model_digest=digest(self.state.params)))
+            model_digest=digest(self.state.params) if self.settings.audit else ""))
 
 
 def _eval_tasks(run: _Run, params: Params, version: int, clients: list[str]) -> list[Task]:

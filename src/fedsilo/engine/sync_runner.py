@@ -41,6 +41,7 @@ class RunSettings:
     rounds: int
     evaluate_every: int = 1
     round_timeout: float | None = None
+    audit: bool = False  # SHA-256 of every update received and of every global model
 
 
 def run_sync(strategy: Strategy, transport: ServerTransport, initial: Params,
@@ -72,7 +73,7 @@ def _one_round(strategy: Strategy, transport: ServerTransport, state: ServerStat
         if staged is not None:
             tasks = before_collection(staged, transport, tasks, open_round, settings.seed,
                                       settings.round_timeout, strategy.client_config)
-        _collect(strategy, transport, tasks, open_round, settings.round_timeout)
+        _collect(strategy, transport, tasks, open_round, settings.round_timeout, settings.audit)
         if staged is not None:
             after_collection(staged, transport, open_round, settings.run_id,
                              settings.round_timeout, strategy.client_config)
@@ -92,16 +93,19 @@ def _one_round(strategy: Strategy, transport: ServerTransport, state: ServerStat
         metrics=metrics, evaluation=evaluation,
         federated=weighted_mean(list(evaluation.values()), sizes),
         seconds=time.perf_counter() - start, digests=dict(open_round.digests),
-        model_digest=digest(state.params)))
+        model_digest=digest(state.params) if settings.audit else ""))
     return state
 
 
 def _collect(strategy: Strategy, transport: ServerTransport, tasks: list[Task],
-             open_round: OpenRound, timeout: float | None) -> None:
+             open_round: OpenRound, timeout: float | None, audit: bool) -> None:
     """Dispatch the fit tasks and fold each reply in as it arrives."""
     transport.dispatch(tasks)
     for reply in transport.poll(timeout):
-        rejection = strategy.accept(open_round, reply)
+        fingerprint = reply.digest or (digest(reply.update) if audit and reply.update else "")
+        rejection = strategy.accept(open_round, reply)  # a layer may reuse the arrays after
+        if audit and rejection is None:
+            open_round.digests[reply.client_id] = fingerprint
         transport.acknowledge(reply, rejection)
         if rejection is not None:
             log.warning("round %d: rejected %s: [%s] %s", open_round.round,
