@@ -133,7 +133,8 @@ def _run_async(cfg: RunConfig, transport: ServerTransport, setup: dict[str, Any]
     timeout = (None if settings.round_timeout is None
                else settings.round_timeout * settings.rounds)
     a = AsyncSettings(settings.run_id, settings.seed, settings.rounds, settings.evaluate_every,
-                      barrier=cfg.clock.barrier, audit=settings.audit, timeout=timeout)
+                      barrier=cfg.clock.barrier, audit=settings.audit, timeout=timeout,
+                      task_timeout=settings.round_timeout)
     if isinstance(transport, InProcessTransport):
         return run_async_virtual(strategy, transport, initial, a, build_clock(cfg), bus)
     return run_async_live(strategy, transport, initial, a, bus)

@@ -4,6 +4,7 @@ never blocks the others, too-stale updates are refused with the reason sent back
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 
@@ -104,3 +105,46 @@ def test_heart_disease_async_over_grpc_with_a_slow_hospital(kits, transport, tmp
     assert stale and all("stale_update" in r and "max_staleness 3" in r for r in stale)
     assert set(events[-1].evaluation) == set(NAMES)
     assert events[-1].federated["accuracy"] > 0.7
+
+
+class Frozen:
+    """An institution whose process freezes on its first fit task (it never answers)."""
+
+    def __init__(self, name: str) -> None:
+        self.inner, self.release = real(name), threading.Event()
+
+    def handle(self, task: Task) -> Reply:
+        if task.kind is TaskKind.FIT:
+            self.release.wait()
+        return self.inner.handle(task)
+
+
+def test_a_frozen_institution_is_re_tasked_and_its_restarted_process_rejoins(kits, transport,
+                                                                             tmp_path):
+    frozen = Frozen("cleveland")
+    start(kits, transport, "cleveland", frozen.handle)
+    for n in NAMES:
+        if n != "cleveland":
+            start(kits, transport, n, real(n).handle)
+    assert len(transport.wait_for_clients(4, 30)) == 4
+    restarted = threading.Timer(1.0, lambda: start(kits, transport, "cleveland",
+                                                   real("cleveland").handle))
+    restarted.start()
+    cfg = load_config(heart_config(tmp_path, rounds=150, compare=False))
+    raw = cfg.model_dump(exclude={"base_dir"})
+    raw["run"]["mode"] = "async"
+    raw["strategy"] = {"name": "fedbuff", "buffer_size": 2}
+    cfg = parse_config(raw, cfg.base_dir)
+    schema = build_schema(cfg, pd.DataFrame(columns=cfg.data.columns))
+    try:
+        result = run_session(cfg, transport, schema, "frozen", timeout=2.0,
+                             read={"columns": cfg.data.columns,
+                                   "na_values": cfg.data.na_values})
+    finally:
+        frozen.release.set()  # the frozen thread ends; its late reply is refused
+        restarted.join()
+    events = result.history.events
+    assert events[-1].version == 150
+    applied = Counter(c for e in events for c in e.participants)
+    assert applied["cleveland"] >= 1, applied  # the restarted process got the newest model
+    assert set(events[-1].evaluation) == set(NAMES)

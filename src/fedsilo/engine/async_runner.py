@@ -39,6 +39,7 @@ class AsyncSettings:
     evaluate_every: int = 1       # evaluate every N versions (and the last)
     barrier: bool = False         # True: institutions wait for the commit (synchronous FedAvg)
     audit: bool = False           # SHA-256 of every update received and of every model
+    task_timeout: float | None = None  # deployment: re-task an institution silent this long
     timeout: float | None = None  # deployment: give up after this many seconds
 
 
@@ -173,21 +174,36 @@ def run_async_live(strategy: AsyncStrategy, transport: ServerTransport, initial:
                    settings: AsyncSettings, bus: EventBus | None = None) -> AsyncHistory:
     """Asynchronous training over a real transport: every institution always has a task; a
     reply is folded in as it arrives and its institution gets the newest model at once.
-    Institutions that connect later join; a slow one never blocks the others."""
+    Institutions that connect later join; a slow one never blocks the others; a task not
+    answered within `settings.task_timeout` is withdrawn and its institution re-tasked (a
+    restarted process picks the new task up; a late reply is refused)."""
     run = _Run(strategy, initial, settings, bus or EventBus())
     open_tasks: dict[str, Task] = {}
+    sent: dict[str, float] = {}
 
     def give(clients: list[str]) -> None:
         tasks = [run.next_task(c) for c in clients]
         open_tasks.update({t.task_id: t for t in tasks})
+        sent.update({t.task_id: time.monotonic() for t in tasks})
         transport.dispatch(tasks)
 
-    def evaluate(params: Params, version: int) -> Evaluation:
-        return {}, []  # evaluated once at the end: institutions are busy training
+    def idle() -> list[str]:
+        busy = {t.client_id for t in open_tasks.values()}
+        return [c for c in transport.clients() if c not in busy]  # incl. newcomers
 
-    give(transport.clients())
     start = time.monotonic()
-    for reply in transport.poll(settings.timeout):
+    give(transport.clients())
+    while not run.done:
+        if settings.timeout is not None and time.monotonic() - start > settings.timeout:
+            log.warning("async run stopped after %.0f s at version %d", settings.timeout,
+                        run.state.version)
+            break
+        reply = transport.next_reply(0.5)
+        _withdraw_late(transport, open_tasks, sent, settings.task_timeout)
+        if reply is None:
+            give(idle())
+            continue
+        sent.pop(reply.task_id, None)
         if open_tasks.pop(reply.task_id, None) is None:
             transport.acknowledge(reply, Rejection(reply.client_id, "wrong_round",
                                                    "no such task open"))
@@ -195,13 +211,27 @@ def run_async_live(strategy: AsyncStrategy, transport: ServerTransport, initial:
         rejection, full = run.fold(reply)
         transport.acknowledge(reply, rejection)
         if full:
-            run.commit(time.monotonic() - start, evaluate)
-        if run.done:
-            break
-        busy = {t.client_id for t in open_tasks.values()}
-        give([c for c in transport.clients() if c not in busy])  # incl. newcomers
-    _final_evaluation(run, transport, open_tasks, settings.timeout)
+            run.commit(time.monotonic() - start, lambda params, version: ({}, []))
+        if not run.done:
+            give(idle())
+    _final_evaluation(run, transport, open_tasks, settings.task_timeout)
     return AsyncHistory(run.events, run.state, time.monotonic() - start)
+
+
+def _withdraw_late(transport: ServerTransport, open_tasks: dict[str, Task],
+                   sent: dict[str, float], limit: float | None) -> None:
+    if limit is None:
+        return
+    now = time.monotonic()
+    late = [task_id for task_id, t in sent.items() if now - t > limit]
+    if not late:
+        return
+    transport.withdraw(late)
+    for task_id in late:
+        task = open_tasks.pop(task_id)
+        sent.pop(task_id)
+        log.warning("version %s: no reply from %s within %.0f s: task withdrawn, re-tasking",
+                    task.model_version, task.client_id, limit)
 
 
 def _final_evaluation(run: _Run, transport: ServerTransport, open_tasks: dict[str, Task],

@@ -24,6 +24,14 @@ class ServerTransport(Protocol):
         """Yield replies as they arrive, until every dispatched task is answered or timeout."""
         ...
 
+    def next_reply(self, timeout: float) -> Reply | None:
+        """The next reply within `timeout` seconds, or None (nothing is dropped)."""
+        ...
+
+    def withdraw(self, task_ids: Sequence[str]) -> None:
+        """Stop waiting for these tasks: unsent ones are unqueued, late replies refused."""
+        ...
+
     def acknowledge(self, reply: Reply, rejection: Rejection | None) -> None:
         """Tell the institution whether its reply was accepted (or why not)."""
         ...

@@ -43,6 +43,17 @@ class InProcessTransport:
             task = self._queue.popleft()
             yield self._clients[task.client_id].handle(task)
 
+    def next_reply(self, timeout: float) -> Reply | None:
+        """Run the next queued task now (in process nothing is ever late)."""
+        if not self._queue:
+            return None
+        task = self._queue.popleft()
+        return self._clients[task.client_id].handle(task)
+
+    def withdraw(self, task_ids: Sequence[str]) -> None:
+        ids = set(task_ids)
+        self._queue = deque(t for t in self._queue if t.task_id not in ids)
+
     def call(self, task: Task) -> Reply:
         """Run one task now and return its reply (the virtual-clock driver times it)."""
         if task.client_id not in self._clients:

@@ -116,6 +116,21 @@ class GrpcServerTransport:
             self._futures[reply.task_id] = future
             yield reply
 
+    def next_reply(self, timeout: float) -> Reply | None:
+        try:
+            reply, future = self._arrived.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        self._futures[reply.task_id] = future
+        return reply
+
+    def withdraw(self, task_ids: Sequence[str]) -> None:
+        with self._cond:
+            for task_id in task_ids:
+                task = self._outstanding.pop(task_id, None)
+                if task is not None and task in self._queues[task.client_id]:
+                    self._queues[task.client_id].remove(task)
+
     def acknowledge(self, reply: Reply, rejection: Rejection | None) -> None:
         future = self._futures.pop(reply.task_id, None)
         if future is not None and not future.done():
