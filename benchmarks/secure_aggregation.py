@@ -41,7 +41,7 @@ class RandomUpdate:
     def __init__(self, seed: int) -> None:
         self.rng = np.random.default_rng(seed)
 
-    def fit(self, params, cfg, rng):
+    def fit(self, params, cfg, rng, reg=None):
         return {k: v + self.rng.standard_normal(v.shape, np.float32) * 0.01
                 for k, v in params.items()}, 100, {}
 

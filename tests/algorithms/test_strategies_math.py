@@ -173,3 +173,17 @@ def test_split_prefixed_round_trip():
     params = {"w": np.ones(2), CONTROL + "w": np.zeros(2)}
     rest, found = split_prefixed(params, CONTROL)
     assert list(rest) == ["w"] and list(found) == ["w"]
+
+
+def test_a_trainer_without_the_regularizer_argument_still_trains_fedavg():
+    """Trainers written to the first Trainer protocol (fit(params, cfg, rng)) keep working."""
+    from fedsilo.algorithms.client_work import local_training
+
+    class Shift:
+        def fit(self, params, cfg, rng):
+            return {k: v + 1.0 for k, v in params.items()}, 3, {}
+
+    params = {"w": np.zeros(2)}
+    delta, n, _ = local_training(Shift(), params, {"epochs": 1}, generator(0), {})
+    np.testing.assert_array_equal(delta["w"], [-1.0, -1.0])
+    assert n == 3

@@ -49,8 +49,11 @@ def local_training(trainer: Trainer, params: Params, config: dict[str, Any],
                    rng: np.random.Generator, state: dict[str, Any]) -> WorkResult:
     """Train locally (with FedProx's proximal term if `prox_mu` > 0), return θ - θ_local."""
     mu = float(config.get("prox_mu", 0.0))
-    reg = Regularizer(mu, params) if mu > 0 else None
-    new, n, metrics = trainer.fit(params, TrainConfig.from_mapping(config), rng, reg)
+    cfg = TrainConfig.from_mapping(config)
+    if mu > 0:
+        new, n, metrics = trainer.fit(params, cfg, rng, Regularizer(mu, params))
+    else:  # a trainer written before regularizers existed still works
+        new, n, metrics = trainer.fit(params, cfg, rng)
     return model_delta(params, new), n, metrics
 
 
