@@ -33,6 +33,9 @@ from fedsilo.transport.inprocess import InProcessTransport
 
 PLAIN = {"layer": "mean", "weighted": True}
 SECURE = {**PLAIN, "secure": {"protocol": "secagg+", "threshold": 2, "neighbours": 3}}
+# a 32-bit ring: |weighted value| <= 128 (the weight 100 included) at 2^-16, K <= 163
+SECURE32 = {**PLAIN, "secure": {**SECURE["secure"], "ring_bits": 32, "frac_bits": 16,
+                                "max_abs": 128.0}}
 
 
 class RandomUpdate:
@@ -95,13 +98,16 @@ def main() -> None:
                    help="Flower's rounds (its actors start in round 1: amortise it)")
     p.add_argument("--flower-python", type=Path,
                    default=HERE.parent / ".venv-flower" / "bin" / "python")
+    p.add_argument("--ring", type=int, choices=[32, 64], default=64,
+                   help="the secure sum's ring: 64 bits (default) or 32 (frac_bits 16)")
     a = p.parse_args()
-    print("one round, in process; SecAgg+ with 3 neighbours, threshold 2")
+    secure = SECURE32 if a.ring == 32 else SECURE
+    print(f"one round, in process; SecAgg+ with 3 neighbours, threshold 2, {a.ring}-bit ring")
     for k in a.k:
         for n in a.n:
             t0 = time.perf_counter()
             plain, plain_bytes = one(k, n, a.rounds, PLAIN)
-            safe, safe_bytes = one(k, n, a.rounds, SECURE)
+            safe, safe_bytes = one(k, n, a.rounds, secure)
             print(f"K={k:>4} N={n:>9,}: plain {plain:7.3f} s | secagg+ {safe:7.3f} s | "
                   f"{safe / plain:4.1f}x | sent per institution: plain "
                   f"{plain_bytes / 2**20:6.2f} MiB, secagg+ {safe_bytes / 2**20:6.2f} MiB "

@@ -115,6 +115,7 @@ def build_sum(secure: Mapping[str, Any] | None, keys: Mapping[str, bytes]) -> La
         neighbours = None if protocol == "secagg" else secure.get("neighbours")
         return SecAggPlus(int(secure["threshold"]), neighbours,
                           FixedPoint(int(secure.get("frac_bits", 24)),
-                                     float(secure.get("max_abs", 2.0**30))))
+                                     float(secure.get("max_abs", 2.0**30)),
+                                     int(secure.get("ring_bits", 64))))
     raise ConfigError(f"aggregation.secure '{protocol}' is unknown; known: ['secagg+', "
                       f"'secagg', 'ckks']")

@@ -75,7 +75,7 @@ def aggregator_spec(cfg: RunConfig, institutions: int = 1) -> dict[str, Any]:
     elif a.secure != "none":
         spec["secure"] = {"protocol": a.secure, "threshold": a.threshold,
                           "neighbours": a.neighbours, "frac_bits": a.frac_bits,
-                          "max_abs": a.max_abs}
+                          "max_abs": a.max_abs, "ring_bits": a.ring_bits}
     return spec
 
 

@@ -193,6 +193,7 @@ class AggregationSection(_Section):
     neighbours: int | None = Field(default=None, ge=2)
     frac_bits: int = Field(default=24, ge=1, le=51)
     max_abs: float = Field(default=2.0**30, gt=0)
+    ring_bits: Literal[32, 64] = 64  # 32: half the bytes and masking work, less range
     robust: Literal["none", "median", "trimmed_mean", "krum", "multikrum"] = "none"
     trim_fraction: float = Field(default=0.1, ge=0, lt=0.5)
     byzantine: int = Field(default=1, ge=0)

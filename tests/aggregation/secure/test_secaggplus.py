@@ -185,3 +185,33 @@ def test_configuration_is_checked():
         SecAggPlus(1)
     with pytest.raises(ConfigError, match="must exceed half"):
         run(NAMES, secure(threshold=2))
+
+
+@pytest.mark.parametrize("n,k,want", [(12, 3, 3), (100, 3, 3), (12, 5, 5), (11, 3, 4),
+                                      (11, 4, 4)])
+def test_ring_graph_gives_k_neighbours_symmetrically(n, k, want):
+    names = [f"i{i:03d}" for i in range(n)]
+    graph = ring_graph(names, k, 7)
+    assert all(len(v) == want for v in graph.values())
+    assert all(u in graph[v] for u in names for v in graph[u])
+    assert all(u not in graph[u] for u in names)
+
+
+def test_odd_neighbourhood_secagg_plus_equals_plain_sum():
+    names = [f"i{i:02d}" for i in range(12)]
+    assert_same(run(names, secure(neighbours=3, threshold=2)),
+                run(names, {"layer": "mean", "weighted": True}))
+
+
+def test_a_32_bit_ring_sums_to_its_stated_precision_and_refuses_what_cannot_fit():
+    spec = secure(neighbours=4, threshold=3)
+    spec["secure"].update(ring_bits=32, frac_bits=14, max_abs=256.0)  # weights fit too
+    names = [f"i{i:02d}" for i in range(8)]
+    safe = run(names, spec, rounds=2)
+    plain = run(names, {"layer": "mean", "weighted": True}, rounds=2)
+    layer = build_aggregator(spec)
+    assert layer.inner.encoded_spec({"w": plain.params["0.weight"]})["w"].dtype == np.uint32
+    for name in plain.params:  # 2^-14 per weighted value, two rounds
+        np.testing.assert_allclose(safe.params[name], plain.params[name], atol=1e-4, rtol=0)
+    with pytest.raises(ConfigError, match="32-bit ring"):
+        build_aggregator({**spec, "secure": {**spec["secure"], "max_abs": 2.0**20}})

@@ -42,7 +42,6 @@ from fedsilo.errors import ConfigError, ProtocolError, SecureAggregationAborted
 
 log = logging.getLogger(__name__)
 MASK, SHARE = b"fedsilo/secagg/mask", b"fedsilo/secagg/share"
-RING = np.dtype(np.uint64)
 
 
 def b64(data: bytes) -> str:
@@ -57,16 +56,19 @@ def unb64(text: str) -> bytes:
 
 
 def ring_graph(ids: list[str], k: int, seed: int) -> dict[str, list[str]]:
-    """Each id's neighbours: its k/2 successors and predecessors on a public random cycle;
-    everyone else when k >= n - 1."""
+    """Each id's k neighbours on a public random cycle (a Harary graph): its ⌊k/2⌋
+    successors and predecessors, and for odd k the id opposite it. A k-regular graph needs
+    n·k even: with odd n and odd k everyone gets k + 1. Everyone else when k >= n - 1."""
     n = len(ids)
     if k >= n - 1:
         return {u: [v for v in ids if v != u] for u in ids}
     order = [ids[i] for i in generator(seed, "secagg-graph").permutation(n)]
-    half = (k + 1) // 2
+    half = k // 2 if n % 2 == 0 else (k + 1) // 2
     out: dict[str, list[str]] = {}
     for i, u in enumerate(order):
         near = {order[(i + d) % n] for d in range(-half, half + 1) if d}
+        if k % 2 == 1 and n % 2 == 0:
+            near.add(order[(i + n // 2) % n])
         out[u] = sorted(near)
     return out
 
@@ -116,7 +118,7 @@ class SecAggPlus:
         return {}
 
     def encoded_spec(self, spec: ParamSpec) -> ParamSpec:
-        return {n: ArraySpec(s.shape, RING) for n, s in spec.items()}
+        return {n: ArraySpec(s.shape, self.fixed.dtype) for n, s in spec.items()}
 
     def zero(self, spec: ParamSpec) -> Accumulator:
         return Accumulator(zeros(self.encoded_spec(spec)))
@@ -218,7 +220,7 @@ class SecAggPlus:
                 s_shares.setdefault(v, []).append((int(x), int(y, 16)))
         survivors = rnd.survivors
         dropped = rnd.shared - survivors
-        scratch = _Flat(acc.sums)
+        scratch = _Flat(acc.sums, self.fixed.dtype)
         for v in sorted(survivors):  # remove self masks
             seed = self._rebuild(b_shares.get(v, []), f"the self-mask seed of {v}")
             scratch.apply(acc.sums, seed, -1)
@@ -298,8 +300,8 @@ class SecAggPlus:
         if not isinstance(cfg, Mapping) or cfg.get("round") != ctx.get("secagg_round"):
             raise ProtocolError("secagg+: fit task without this round's key exchange")
         ctx["inbox"] = dict(cfg["inbox"])
-        flat = _Flat(update)
-        y = np.empty(flat.total, RING)
+        flat = _Flat(update, self.fixed.dtype)
+        y = np.empty(flat.total, self.fixed.dtype)
         for name, view in flat.split(y).items():
             self.fixed.encode_into(update[name], view)
         scratch = np.empty_like(y)
@@ -317,9 +319,10 @@ def _aad(round: int, sender: str, recipient: str) -> bytes:
 
 
 class _Flat:
-    """All named arrays as one uint64 vector (one PRG stream covers the whole model)."""
+    """All named arrays as one ring vector (one PRG stream covers the whole model)."""
 
-    def __init__(self, like: Mapping[str, np.ndarray]) -> None:
+    def __init__(self, like: Mapping[str, np.ndarray], dtype: np.dtype) -> None:
+        self.dtype = dtype
         self.shapes = {n: a.shape for n, a in like.items()}
         self.sizes = {n: int(np.prod(s, dtype=np.int64)) for n, s in self.shapes.items()}
         self.total = sum(self.sizes.values())
@@ -335,7 +338,7 @@ class _Flat:
     def apply(self, sums: Params, seed: bytes, sign: int) -> None:
         """sums += sign · PRG(seed), name by name, mod 2^64."""
         if self._scratch is None:
-            self._scratch = np.empty(self.total, RING)
+            self._scratch = np.empty(self.total, self.dtype)
         mask = self.split(crypto.expand_mask(seed, self._scratch))
         for n, total in sums.items():
             if sign > 0:
