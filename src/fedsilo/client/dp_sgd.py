@@ -17,10 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from opacus import GradSampleModule
-from opacus.accountants import RDPAccountant
-from opacus.accountants.utils import get_noise_multiplier
-from opacus.optimizers import DPOptimizer
 from torch import nn
 
 from fedsilo.errors import ConfigError, PrivacyBudgetExhausted
@@ -57,6 +53,9 @@ class DPSGD:
         self.sample_rate = min(1.0, batch_size / n)
         steps_per_epoch = max(1, math.ceil(1 / self.sample_rate))
         self.steps_per_fit = epochs * steps_per_epoch
+        from opacus.accountants import RDPAccountant  # Opacus (~110 MB) only when DP-SGD runs
+        from opacus.accountants.utils import get_noise_multiplier
+
         self.noise_multiplier = get_noise_multiplier(
             target_epsilon=spec.epsilon, target_delta=spec.delta, sample_rate=self.sample_rate,
             steps=self.steps_per_fit * spec.rounds, accountant="rdp")
@@ -69,6 +68,8 @@ class DPSGD:
 
     def epsilon_after(self, steps: int) -> float:
         """ε if `steps` more steps were taken (the budget check looks ahead)."""
+        from opacus.accountants import RDPAccountant
+
         future = RDPAccountant()
         future.history = [*self.accountant.history,
                           (self.noise_multiplier, self.sample_rate, steps)]
@@ -83,6 +84,9 @@ class DPSGD:
             raise PrivacyBudgetExhausted(f"local DP: another fit would bring ε to {after:.3g}, "
                                          f"over the budget {self.spec.epsilon} (spent "
                                          f"{self.epsilon:.3g}); not training further")
+        from opacus import GradSampleModule
+        from opacus.optimizers import DPOptimizer
+
         wrapped = GradSampleModule(model)
         try:
             optimizer = DPOptimizer(make_optimizer(wrapped.parameters()),
