@@ -29,11 +29,23 @@ def _bin(name: str) -> str | None:
     return candidates[-1] if candidates else None
 
 
+def _postgres_user() -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam("postgres")
+        return True
+    except KeyError:
+        return False
+
+
 INITDB, PG_CTL = _bin("initdb"), _bin("pg_ctl")
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(
     INITDB is None or PG_CTL is None,
     reason="PostgreSQL is not installed (initdb/pg_ctl not found; Debian: apt-get install "
-           "postgresql)")]
+           "postgresql)"), pytest.mark.skipif(
+    os.geteuid() == 0 and not _postgres_user(),
+    reason="running as root without a 'postgres' user to run the server as")]
 
 
 def _as_postgres(cmd: list[str]) -> list[str]:
