@@ -23,16 +23,20 @@ sys.path.insert(0, str(ROOT))
 from fedsilo.config.schema import load_config, parse_config  # noqa: E402
 from fedsilo.simulation.run import run_simulation  # noqa: E402
 
+SECURE = {"secure": "secagg+", "threshold": 2, "neighbours": 2}
 
-def heart(strategy: dict, clock: dict, rounds: int) -> Any:
+
+def heart(strategy: dict, clock: dict, rounds: int, secure: bool = False) -> Any:
     cfg = load_config(ROOT / "examples" / "heart_disease" / "heart_disease.toml")
     raw = cfg.model_dump(exclude={"base_dir"})
     raw["run"].update(rounds=rounds, compare=False, mode="async", evaluate_every=1)
     raw["strategy"], raw["clock"] = strategy, clock
+    if secure:
+        raw["aggregation"].update(SECURE)
     return parse_config(raw, cfg.base_dir), None
 
 
-def digits(strategy: dict, clock: dict, rounds: int) -> Any:
+def digits(strategy: dict, clock: dict, rounds: int, secure: bool = False) -> Any:
     sys.path.insert(0, str(ROOT / "examples" / "robustness"))
     from attack_table import digits_tables  # the same IID split of sklearn's digits
 
@@ -42,6 +46,8 @@ def digits(strategy: dict, clock: dict, rounds: int) -> Any:
            "model": {"kind": "mlp", "hidden": [32]},
            "client": {"epochs": 1, "batch_size": 16, "lr": 0.1},
            "strategy": strategy, "clock": clock}
+    if secure:
+        raw["aggregation"] = dict(SECURE)
     return parse_config(raw, Path(".")), digits_tables(10)
 
 
@@ -67,10 +73,12 @@ def main() -> None:
                 ("FedBuff K=2", {"name": "fedbuff", "buffer_size": 2}, clock,
                  sync_rounds * n // 2),
                 ("FedAsync α=0.6", {"name": "fedasync", "mixing": 0.6}, clock,
-                 sync_rounds * n)]
+                 sync_rounds * n),
+                ("FedBuff K=3 + SecAgg+ (t=2)", {"name": "fedbuff", "buffer_size": 3}, clock,
+                 sync_rounds * n // 3)]
         base = None
         for name, strategy, clk, rounds in runs:
-            cfg, tables = make(strategy, clk, rounds)
+            cfg, tables = make(strategy, clk, rounds, "SecAgg" in name)
             result = run_simulation(cfg, write=False, tables=tables)
             events = result.history.events
             reach = time_to(events, target)

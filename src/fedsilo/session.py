@@ -11,12 +11,14 @@ from typing import Any
 
 import numpy as np
 
+from fedsilo.algorithms.fedavg import fedavg
 from fedsilo.client.factory import make_trainer
 from fedsilo.client.local_data import LocalData
 from fedsilo.config.build import (
     build_async_strategy,
     build_clock,
     build_strategy,
+    client_settings,
     model_spec,
     privacy_accountant,
     run_setup,
@@ -33,8 +35,10 @@ from fedsilo.engine.async_runner import (
 )
 from fedsilo.engine.events import EventBus, Listener
 from fedsilo.engine.prepare import federated_preprocessing, prepare_config
+from fedsilo.engine.secure_buffer import run_secure_fedbuff
 from fedsilo.engine.sync_runner import RunHistory, RunSettings, run_sync
 from fedsilo.errors import ConfigError, PrivacyBudgetExhausted
+from fedsilo.optim import sgd
 from fedsilo.store.recorder import Recorder
 from fedsilo.transport.base import ServerTransport
 from fedsilo.transport.inprocess import InProcessTransport
@@ -135,6 +139,14 @@ def _run_async(cfg: RunConfig, transport: ServerTransport, setup: dict[str, Any]
     a = AsyncSettings(settings.run_id, settings.seed, settings.rounds, settings.evaluate_every,
                       barrier=cfg.clock.barrier, audit=settings.audit, timeout=timeout,
                       task_timeout=settings.round_timeout)
+    if cfg.aggregation.secure != "none":
+        if not isinstance(transport, InProcessTransport):
+            raise ConfigError("secure FedBuff runs in simulation only (not yet over gRPC)")
+        group = fedavg({**client_settings(cfg), "setup": dict(setup)},
+                       aggregator=strategy.aggregator,
+                       optimizer=sgd(cfg.strategy.server_lr or 1.0), name="fedbuff")
+        return run_secure_fedbuff(group, transport, initial, a, build_clock(cfg),
+                                  strategy.staleness, cfg.strategy.buffer_size, bus)
     if isinstance(transport, InProcessTransport):
         return run_async_virtual(strategy, transport, initial, a, build_clock(cfg), bus)
     return run_async_live(strategy, transport, initial, a, bus)

@@ -80,3 +80,10 @@ def test_personalization_reports_personal_models_per_institution():
         assert {"accuracy", "finetuned_accuracy", "ditto_accuracy"} <= set(metrics), name
     first = result.history.events[0].evaluation
     assert all("finetuned_accuracy" not in m for m in first.values())  # final round only
+
+
+@pytest.mark.parametrize("name", ["fedavg", "fedprox", "fedbuff"])
+def test_a_dumped_config_parses_back_to_itself(name):
+    cfg = heart({"name": name})
+    again = parse_config(cfg.model_dump(exclude={"base_dir"}), cfg.base_dir)
+    assert again == cfg

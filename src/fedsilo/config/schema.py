@@ -175,9 +175,10 @@ class StrategySection(_Section):
 
     @model_validator(mode="after")
     def _keys_fit_strategy(self) -> StrategySection:
-        for key in sorted(self.model_fields_set):
+        for key in sorted(self.model_fields_set):  # a default value passes (a dumped config)
             users = STRATEGY_KEYS.get(key)
-            if users is not None and self.name not in users:
+            default = type(self).model_fields[key].default
+            if users is not None and self.name not in users and getattr(self, key) != default:
                 raise ValueError(f"strategy '{self.name}' does not take '{key}' "
                                  f"({', '.join(users)} does)")
         return self
@@ -307,8 +308,14 @@ class RunConfig(_Section):
                              f"{', '.join(ASYNC_STRATEGIES)}")
         if not is_async:
             return
-        if self.aggregation.secure != "none":
-            raise ValueError("asynchronous strategies cannot use secure aggregation yet")
+        secure = self.aggregation.secure
+        if secure != "none" and (self.strategy.name != "fedbuff" or secure == "ckks"):
+            raise ValueError("asynchronous secure aggregation is FedBuff with secure = "
+                             "'secagg+' or 'secagg' (each buffer is a secure group); not "
+                             f"{self.strategy.name} with '{secure}'")
+        if secure != "none" and self.strategy.buffer_size <= (self.aggregation.threshold or 0):
+            raise ValueError(f"secure FedBuff: buffer_size ({self.strategy.buffer_size}) must "
+                             f"exceed the Shamir threshold ({self.aggregation.threshold})")
         if self.privacy.mode in ("central", "distributed"):
             raise ValueError("asynchronous strategies cannot use central or distributed DP "
                              "yet (local DP-SGD works)")

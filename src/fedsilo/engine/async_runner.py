@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fedsilo.algorithms.asynchronous import AsyncState, AsyncStrategy
-from fedsilo.algorithms.base import Rejection
+from fedsilo.algorithms.base import Rejection, ServerState
 from fedsilo.core.messages import Reply, Task, TaskKind
 from fedsilo.core.params import Params, digest
 from fedsilo.engine.clock import VirtualClock, examples_processed
@@ -46,7 +46,7 @@ class AsyncSettings:
 @dataclass
 class AsyncHistory:
     events: list[RoundEvent]
-    state: AsyncState
+    state: AsyncState | ServerState  # ServerState: secure FedBuff (engine/secure_buffer.py)
     virtual_time: float = 0.0
 
     @property
