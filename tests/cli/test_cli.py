@@ -79,10 +79,11 @@ def test_run_writes_results_folder(tmp_path, capsys):
     code, out = run_cli(["run", str(cfg), "--rounds", "3", "--output", str(tmp_path / "res")],
                         capsys)
     assert code == 0, out
-    folder = next((tmp_path / "res").iterdir())
+    [folder] = [p for p in (tmp_path / "res").iterdir() if p.is_dir()]
+    assert (tmp_path / "res" / "fedsilo.db").is_file()  # the run store, beside the run folders
     names = {p.name for p in folder.iterdir()}
     assert {"history.json", "history.csv", "comparison.json", "comparison.csv",
-            "metrics.png", "model.npz", "config.json"} <= names
+            "metrics.png", "model.npz", "config.json", "checkpoint.npz"} <= names
     history = json.loads((folder / "history.json").read_text())
     assert [r["round"] for r in history] == [1, 2, 3]
     assert (folder / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
