@@ -23,8 +23,8 @@ SHOTS = Path(__file__).resolve().parents[2] / "results" / "screenshots"
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(
     not (Path(CHROMIUM).exists() and Path(DRIVER).exists()),
-    reason="Debian's chromium and chromium-driver are not installed (scripts/test.sh installs "
-           "them where apt-get is available)")]
+    reason="Debian's chromium and chromium-driver are not installed (scripts/setup-tests.sh "
+           "installs them where apt-get is available)")]
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """The same run store on a real PostgreSQL server, started here from the installed PostgreSQL
-binaries (Debian's postgresql package; scripts/test.sh installs it where apt-get is
+binaries (Debian's postgresql package; scripts/setup-tests.sh installs it where apt-get is
 available). Skipped, with the reason shown, where no PostgreSQL is installed."""
 
 from __future__ import annotations

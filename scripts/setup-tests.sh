@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The test command: installs what the tests need, then lints, type-checks and runs them.
+# Installs what the tests need (the first half of README's test command):
 #  - system tools from Debian's packages, where apt-get is available and they are missing:
 #    chromium + chromium-driver (dashboard tests in headless Chromium), postgresql (run-store
 #    tests on a real PostgreSQL server); without them those tests skip, saying why;
-#  - a virtual environment with fedsilo and its dev extras.
+#  - a virtual environment .venv with fedsilo and its dev extras (pytest, ruff, mypy, selenium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +26,3 @@ fi
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -e '.[dev]'
-.venv/bin/ruff check src tests benchmarks examples
-.venv/bin/mypy
-.venv/bin/python -m pytest -q -rs "$@"
