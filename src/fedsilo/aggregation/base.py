@@ -56,6 +56,24 @@ class Layer(Protocol):
     def finalize(self, state: Any, acc: Accumulator) -> tuple[Any, Params, dict[str, float]]: ...
 
 
+class ServerOnly:
+    """The client half of an innermost layer that does nothing inside the institution: no
+    state, no per-round config, the update sent as it is (PlainSum, the robust rules)."""
+
+    def init(self) -> Any:
+        return None
+
+    def client_config(self, state: Any, round: int) -> Mapping[str, Any]:
+        return {}
+
+    def encoded_spec(self, spec: ParamSpec) -> ParamSpec:
+        return dict(spec)
+
+    def encode(self, update: Params, num_examples: int, config: Mapping[str, Any],
+               context: dict[str, Any]) -> Params:
+        return update
+
+
 def find_staged(layer: Any) -> Any | None:
     """The layer of a stack that runs extra exchanges (pre_stages / post_stages), if any."""
     while layer is not None:

@@ -22,30 +22,17 @@ from typing import Any
 
 import numpy as np
 
-from fedsilo.aggregation.base import Accumulator, Layer
+from fedsilo.aggregation.base import Accumulator, Layer, ServerOnly
 from fedsilo.aggregation.mean import WEIGHT_KEY
 from fedsilo.core.params import Params, ParamSpec
 from fedsilo.errors import AggregationError, ConfigError
 
 
-class _KeepsAll:
+class _KeepsAll(ServerOnly):
     """Server half that keeps every update until finalize; client half passes through."""
 
     name = "robust"
     needs_individual_updates = True
-
-    def init(self) -> None:
-        return None
-
-    def client_config(self, state: Any, round: int) -> Mapping[str, Any]:
-        return {}
-
-    def encoded_spec(self, spec: ParamSpec) -> ParamSpec:
-        return dict(spec)
-
-    def encode(self, update: Params, num_examples: int, config: Mapping[str, Any],
-               context: dict[str, Any]) -> Params:
-        return update
 
     def zero(self, spec: ParamSpec) -> Accumulator:
         return Accumulator({}, 0, {"updates": []})

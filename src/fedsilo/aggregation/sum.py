@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from scipy.linalg import blas
 
-from fedsilo.aggregation.base import Accumulator
+from fedsilo.aggregation.base import Accumulator, ServerOnly
 from fedsilo.core.params import Params, ParamSpec, zeros
 from fedsilo.errors import AggregationError
 
@@ -28,23 +27,10 @@ def add_into(total: np.ndarray, x: np.ndarray) -> None:
         flat[...] = out
 
 
-class PlainSum:
+class PlainSum(ServerOnly):
     """Sums contributions into one preallocated accumulator (no per-reply temporaries)."""
 
     name = "sum"
-
-    def init(self) -> None:
-        return None
-
-    def client_config(self, state: Any, round: int) -> Mapping[str, Any]:
-        return {}
-
-    def encoded_spec(self, spec: ParamSpec) -> ParamSpec:
-        return dict(spec)
-
-    def encode(self, update: Params, num_examples: int, config: Mapping[str, Any],
-               context: dict[str, Any]) -> Params:
-        return update
 
     def zero(self, spec: ParamSpec) -> Accumulator:
         return Accumulator(zeros(spec))
