@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,9 +39,11 @@ from fedsilo.engine.secure_buffer import run_secure_fedbuff
 from fedsilo.engine.sync_runner import RunHistory, RunSettings, run_sync
 from fedsilo.errors import ConfigError, PrivacyBudgetExhausted
 from fedsilo.optim import sgd
-from fedsilo.store.recorder import Recorder
 from fedsilo.transport.base import ServerTransport
 from fedsilo.transport.inprocess import InProcessTransport
+
+if TYPE_CHECKING:
+    from fedsilo.store.recorder import Recorder
 
 log = logging.getLogger(__name__)
 

@@ -116,23 +116,38 @@ def test_client_gives_up_when_no_server(kits):
                         give_up_after=1.0, backoff=Backoff(0.1, 0.2))
 
 
-def test_secure_aggregation_over_grpc_matches_simulation(kits, transport, tmp_path):
+def deployed_and_simulated(kits, transport, tmp_path, **sections):
+    """The heart example (3 rounds, `sections` replacing config sections) run over gRPC by
+    four institution threads, and in simulation: (deployed history, simulated params)."""
+    from fedsilo.config.schema import parse_config
+
     threads = [start(kits, transport, n, real(n).handle) for n in FILES]
-    assert len(transport.wait_for_clients(4, 30)) == 4
+    assert len(transport.wait_for_clients(4, 30)) == 4 and len(threads) == 4
     cfg = load_config(heart_config(tmp_path, rounds=3, compare=False))
-    cfg = cfg.model_copy(update={"aggregation": cfg.aggregation.model_copy(
-        update={"secure": "secagg+", "threshold": 2, "neighbours": 3})})
+    raw = cfg.model_dump(exclude={"base_dir"})
+    raw.update(sections)
+    cfg = parse_config(raw, cfg.base_dir)
     d = cfg.data
     schema = build_schema(cfg, pd.DataFrame(columns=d.columns))
-    deployed = run_session(cfg, transport, schema, "secure", timeout=60,
+    deployed = run_session(cfg, transport, schema, "deployed", timeout=60,
                            read={"columns": d.columns, "na_values": d.na_values})
-    simulated = run_simulation(cfg, write=False)
     for event in deployed.history.events:
         assert sorted(event.participants) == sorted(FILES)
-        assert event.metrics["aggregator"]["secagg_dropouts"] == 0
-    for name, value in simulated.history.params.items():
-        np.testing.assert_allclose(deployed.history.params[name], value, atol=1e-5)
-    assert len(threads) == 4
+    return deployed.history, run_simulation(cfg, write=False).history.params
+
+
+def assert_same_params(deployed, simulated):
+    for name, value in simulated.items():
+        np.testing.assert_allclose(deployed.params[name], value, atol=1e-5)
+
+
+def test_secure_aggregation_over_grpc_matches_simulation(kits, transport, tmp_path):
+    aggregation = {**load_config(heart_config(tmp_path)).aggregation.model_dump(),
+                   "secure": "secagg+", "threshold": 2, "neighbours": 3}
+    deployed, simulated = deployed_and_simulated(kits, transport, tmp_path,
+                                                 aggregation=aggregation)
+    assert all(e.metrics["aggregator"]["secagg_dropouts"] == 0 for e in deployed.events)
+    assert_same_params(deployed, simulated)
 
 
 def test_ckks_over_grpc_with_provisioned_keys(tmp_path):
@@ -173,21 +188,5 @@ def test_stateful_strategies_over_grpc_match_simulation(kits, transport, tmp_pat
     """SCAFFOLD's server variate travels in the task and each institution keeps its own c_i
     across rounds in its process; FedNova's a_i travels in the reply; FedProx's μ in the
     config. Same strategy and client code as the simulation, same parameters."""
-    threads = [start(kits, transport, n, real(n).handle) for n in FILES]
-    assert len(transport.wait_for_clients(4, 30)) == 4
-    cfg = load_config(heart_config(tmp_path, rounds=3, compare=False))
-    raw = cfg.model_dump(exclude={"base_dir"})
-    raw["strategy"] = strategy
-    from fedsilo.config.schema import parse_config
-
-    cfg = parse_config(raw, cfg.base_dir)
-    d = cfg.data
-    schema = build_schema(cfg, pd.DataFrame(columns=d.columns))
-    deployed = run_session(cfg, transport, schema, "stateful", timeout=60,
-                           read={"columns": d.columns, "na_values": d.na_values})
-    simulated = run_simulation(cfg, write=False)
-    for event in deployed.history.events:
-        assert sorted(event.participants) == sorted(FILES)
-    for name, value in simulated.history.params.items():
-        np.testing.assert_allclose(deployed.history.params[name], value, atol=1e-5)
-    assert len(threads) == 4
+    deployed, simulated = deployed_and_simulated(kits, transport, tmp_path, strategy=strategy)
+    assert_same_params(deployed, simulated)

@@ -74,6 +74,38 @@ class ServerOnly:
         return update
 
 
+class Delegating:
+    """A wrapper layer that hands every step to `inner` with the state unchanged; subclasses
+    override the steps they change (WeightedMean: weighting; NormBound: bounding)."""
+
+    inner: Layer
+
+    def init(self) -> Any:
+        return self.inner.init()
+
+    def client_config(self, state: Any, round: int) -> Mapping[str, Any]:
+        return self.inner.client_config(state, round)
+
+    def encoded_spec(self, spec: ParamSpec) -> ParamSpec:
+        return self.inner.encoded_spec(spec)
+
+    def encode(self, update: Params, num_examples: int, config: Mapping[str, Any],
+               context: dict[str, Any]) -> Params:
+        return self.inner.encode(update, num_examples, config, context)
+
+    def zero(self, spec: ParamSpec) -> Accumulator:
+        return self.inner.zero(spec)
+
+    def accumulate(self, acc: Accumulator, encoded: Params) -> None:
+        self.inner.accumulate(acc, encoded)
+
+    def merge(self, a: Accumulator, b: Accumulator) -> Accumulator:
+        return self.inner.merge(a, b)
+
+    def finalize(self, state: Any, acc: Accumulator) -> tuple[Any, Params, dict[str, float]]:
+        return self.inner.finalize(state, acc)
+
+
 def find_staged(layer: Any) -> Any | None:
     """The layer of a stack that runs extra exchanges (pre_stages / post_stages), if any."""
     while layer is not None:

@@ -11,14 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from fedsilo.aggregation.base import Accumulator, Layer
+from fedsilo.aggregation.base import Accumulator, Delegating, Layer
 from fedsilo.core.params import ArraySpec, Params, ParamSpec
 from fedsilo.errors import AggregationError, MalformedUpdate
 
 WEIGHT_KEY = "__weight__"
 
 
-class WeightedMean:
+class WeightedMean(Delegating):
     """Mean of updates weighted by example count (`weighted=True`) or uniform (`False`).
 
     Args:
@@ -31,12 +31,6 @@ class WeightedMean:
     def __init__(self, inner: Layer, weighted: bool = True) -> None:
         self.inner = inner
         self.weighted = weighted
-
-    def init(self) -> Any:
-        return self.inner.init()
-
-    def client_config(self, state: Any, round: int) -> Mapping[str, Any]:
-        return self.inner.client_config(state, round)
 
     def encoded_spec(self, spec: ParamSpec) -> ParamSpec:
         return self.inner.encoded_spec({**spec, WEIGHT_KEY: ArraySpec((1,), np.dtype(np.float64))})
@@ -52,12 +46,6 @@ class WeightedMean:
 
     def zero(self, spec: ParamSpec) -> Accumulator:
         return self.inner.zero({**spec, WEIGHT_KEY: ArraySpec((1,), np.dtype(np.float64))})
-
-    def accumulate(self, acc: Accumulator, encoded: Params) -> None:
-        self.inner.accumulate(acc, encoded)
-
-    def merge(self, a: Accumulator, b: Accumulator) -> Accumulator:
-        return self.inner.merge(a, b)
 
     def finalize(self, state: Any, acc: Accumulator) -> tuple[Any, Params, dict[str, float]]:
         state, sums, metrics = self.inner.finalize(state, acc)

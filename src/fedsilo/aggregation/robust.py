@@ -17,12 +17,11 @@ which f are bad:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from fedsilo.aggregation.base import Accumulator, Layer, ServerOnly
+from fedsilo.aggregation.base import Accumulator, Delegating, Layer, ServerOnly
 from fedsilo.aggregation.mean import WEIGHT_KEY
 from fedsilo.core.params import Params, ParamSpec
 from fedsilo.errors import AggregationError, ConfigError
@@ -146,7 +145,7 @@ class Krum(_KeepsAll):
         return np.sort(dist, axis=1)[:, :nearest].sum(axis=1)
 
 
-class NormBound:
+class NormBound(Delegating):
     """Scales each received update to L2 norm at most `max_norm` (server side), then passes
     it to `inner`. Above a weighted mean it bounds the unweighted update (Σ w u / w).
 
@@ -163,19 +162,6 @@ class NormBound:
             raise ConfigError(f"norm_bound: max_norm must be > 0, got {max_norm}")
         self.max_norm = float(max_norm)
         self.inner = inner
-
-    def init(self) -> Any:
-        return self.inner.init()
-
-    def client_config(self, state: Any, round: int) -> Mapping[str, Any]:
-        return self.inner.client_config(state, round)
-
-    def encoded_spec(self, spec: ParamSpec) -> ParamSpec:
-        return self.inner.encoded_spec(spec)
-
-    def encode(self, update: Params, num_examples: int, config: Mapping[str, Any],
-               context: dict[str, Any]) -> Params:
-        return self.inner.encode(update, num_examples, config, context)
 
     def zero(self, spec: ParamSpec) -> Accumulator:
         acc = self.inner.zero(spec)

@@ -20,8 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fedsilo.aggregation.base import Accumulator, Layer
-from fedsilo.aggregation.mean import WEIGHT_KEY
-from fedsilo.algorithms.base import Rejection
+from fedsilo.algorithms.base import Rejection, fold_into
 from fedsilo.algorithms.staleness import Staleness
 from fedsilo.core.messages import Reply, Task, TaskKind
 from fedsilo.core.params import Params, ParamSpec, check_like, global_norm, spec_of
@@ -92,21 +91,14 @@ class AsyncStrategy:
         """Validate a reply, weigh it by its staleness and fold it into the buffer."""
         try:
             tau = self._validate(state, buffer, reply)
+            # FedBuff: s(τ) Δ; FedAsync mixes with s(τ) at commit instead
+            scale = self.staleness(tau) if self.mixing is None else 1.0
+            rejection = fold_into(self.aggregator, buffer.accumulator, reply, scale)
         except ProtocolError as e:
-            rejection = Rejection(reply.client_id, e.code, str(e))
+            rejection = Rejection.of(reply, e)
+        if rejection is not None:
             buffer.rejected.append(rejection)
             return rejection
-        if reply.error is not None:
-            rejection = Rejection(reply.client_id, reply.error.code, reply.error.reason)
-            buffer.rejected.append(rejection)
-            return rejection
-        assert reply.update is not None
-        update = reply.update
-        if self.mixing is None and tau > 0:  # FedBuff: s(τ) Δ (FedAsync mixes with it)
-            s = self.staleness(tau)
-            update = {n: a if n == WEIGHT_KEY else (a * s).astype(a.dtype)
-                      for n, a in update.items()}
-        self.aggregator.accumulate(buffer.accumulator, update)
         buffer.received.append(reply.client_id)
         buffer.staleness.append(tau)
         buffer.trained_on.append(reply.model_version)

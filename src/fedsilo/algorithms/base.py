@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from fedsilo.aggregation.base import Accumulator, Layer
+from fedsilo.aggregation.mean import WEIGHT_KEY
 from fedsilo.algorithms.sampling import Stragglers, UniformSampler
 from fedsilo.core.messages import Reply, Task, TaskKind
 from fedsilo.core.params import Params, ParamSpec, check_like, global_norm, spec_of
@@ -84,6 +85,33 @@ class Rejection:
     code: str
     reason: str
 
+    @classmethod
+    def of(cls, reply: Reply, error: ProtocolError | None = None) -> Rejection:
+        """From a protocol error found in `reply`, or from the error `reply` carries."""
+        if error is not None:
+            return cls(reply.client_id, error.code, str(error))
+        assert reply.error is not None
+        return cls(reply.client_id, reply.error.code, reply.error.reason)
+
+
+def fold_into(aggregator: Layer, acc: Accumulator, reply: Reply,
+              scale: float = 1.0) -> Rejection | None:
+    """Fold a validated reply into `acc` (its update times `scale`, the weight entry
+    excepted), or the rejection: the error the reply carries, or one the layers raise (e.g. a
+    ciphertext that does not parse: all or nothing). Shared by sync rounds and async buffers."""
+    if reply.error is not None:
+        return Rejection.of(reply)
+    assert reply.update is not None
+    update = reply.update
+    if scale != 1.0:
+        update = {n: a if n == WEIGHT_KEY else (a * scale).astype(a.dtype)
+                  for n, a in update.items()}
+    try:
+        aggregator.accumulate(acc, update)
+    except ProtocolError as e:
+        return Rejection.of(reply, e)
+    return None
+
 
 @dataclass
 class OpenRound:
@@ -145,22 +173,15 @@ class Strategy:
         try:
             self._validate(open_round, reply)
         except ProtocolError as e:
-            rejection = Rejection(reply.client_id, e.code, str(e))
+            rejection = Rejection.of(reply, e)
             first_answer = reply.client_id not in open_round.answered
             if reply.client_id in open_round.cohort and first_answer:
                 open_round.rejected.append(rejection)
             return rejection
-        if reply.error is not None:
-            rejection = Rejection(reply.client_id, reply.error.code, reply.error.reason)
-            open_round.rejected.append(rejection)
-            return rejection
-        assert reply.update is not None
-        try:
-            self.aggregator.accumulate(open_round.accumulator, reply.update)
-        except ProtocolError as e:  # e.g. a ciphertext that does not parse: all or nothing
-            rejection = Rejection(reply.client_id, e.code, str(e))
-            open_round.rejected.append(rejection)
-            return rejection
+        refused = fold_into(self.aggregator, open_round.accumulator, reply)
+        if refused is not None:
+            open_round.rejected.append(refused)
+            return refused
         open_round.received.append(reply.client_id)
         open_round.client_metrics[reply.client_id] = dict(reply.metrics)
         open_round.num_examples[reply.client_id] = reply.num_examples

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from fedsilo.algorithms.base import Strategy
+from fedsilo.algorithms.base import PlainWork, Strategy
 from fedsilo.algorithms.client_work import NOVA_TAU
 from fedsilo.algorithms.fedavg import fedavg
 from fedsilo.core.params import ArraySpec, Params, ParamSpec
@@ -24,22 +24,16 @@ from fedsilo.optim import sgd
 
 
 @dataclass(frozen=True)
-class NovaWork:
-    """The server half of FedNova's client work (stateless)."""
+class NovaWork(PlainWork):
+    """The server half of FedNova's client work (stateless): replies carry a_i as well."""
 
     name: str = "fednova"
-
-    def init(self, params: Params) -> None:
-        return None
-
-    def task_params(self, state: None, params: Params) -> Params:
-        return params
 
     def update_spec(self, spec: ParamSpec) -> ParamSpec:
         return {**spec, NOVA_TAU: ArraySpec((1,), np.dtype(np.float64))}
 
-    def apply(self, state: None, aggregate: Params, participants: int,
-              population: int) -> tuple[Params, None, dict[str, float]]:
+    def apply(self, state: Any, aggregate: Params, participants: int,
+              population: int) -> tuple[Params, Any, dict[str, float]]:
         tau_eff = float(aggregate[NOVA_TAU][0])
         step = {n: np.multiply(d, tau_eff, out=d, casting="unsafe")
                 for n, d in aggregate.items() if n != NOVA_TAU}

@@ -130,22 +130,13 @@ def server_cmd(args: argparse.Namespace, console: Console) -> int:
 def _recorder(cfg: Any, schema: Any, resume: bool, console: Console) -> Any:
     """A new run's recorder, or (--resume) the newest unfinished run's."""
     from fedsilo.evaluation.metrics import PRIMARY
-    from fedsilo.store.recorder import new_run, recorder_for
-    from fedsilo.store.run_store import RunStore
+    from fedsilo.store.recorder import start_run, unfinished_run
 
-    output = Path(cfg.run.output_dir)
     if not resume:
-        run_id, folder = new_run(output, cfg.run.name)
-        recorder = recorder_for(cfg, run_id, folder)
-        recorder.start(cfg.run.name, cfg.model_dump(mode="json"), cfg.run.mode,
-                       cfg.strategy.name, PRIMARY[schema.task])
-        return recorder
-    store = RunStore(cfg.store.url or output / "fedsilo.db")
-    unfinished = store.latest(cfg.run.name)
-    if unfinished is None:
-        raise ConfigError(f"--resume: no unfinished run named '{cfg.run.name}' in {store.url}")
-    console.print(f"resuming run {unfinished}")
-    return recorder_for(cfg, unfinished, output / unfinished)
+        return start_run(cfg, PRIMARY[schema.task])
+    recorder = unfinished_run(cfg)
+    console.print(f"resuming run {recorder.run_id}")
+    return recorder
 
 
 def _kit_keys(kit: Path, filename: str) -> dict[str, bytes]:

@@ -19,7 +19,7 @@ from fedsilo.algorithms.fedopt import fedadagrad, fedadam, fedavgm, fedyogi
 from fedsilo.algorithms.sampling import Stragglers
 from fedsilo.algorithms.scaffold import scaffold
 from fedsilo.algorithms.staleness import Staleness
-from fedsilo.config.schema import RunConfig
+from fedsilo.config.schema import STRATEGY_KEYS, RunConfig
 from fedsilo.core.rng import derive_seed
 from fedsilo.data.preprocessing import Preprocessor
 from fedsilo.data.schema import Schema
@@ -147,22 +147,16 @@ def _strategy(cfg: RunConfig, keys: Mapping[str, bytes] | None,
     stragglers = Stragglers(s.stragglers, s.straggler_policy) if s.stragglers else None
     common: dict[str, Any] = {"fraction": s.fraction, "min_clients": s.min_clients,
                               "aggregator": aggregator, "stragglers": stragglers}
-    builder, hyper = _BUILDERS[s.name]
+    hyper = [k for k, users in STRATEGY_KEYS.items() if s.name in users]  # what it takes
     given = {k: getattr(s, k) for k in hyper if getattr(s, k) is not None}
     if s.server_lr is not None:
         given["server_lr"] = s.server_lr
-    return builder(client, **given, **common)
+    return _BUILDERS[s.name](client, **given, **common)
 
 
-_BUILDERS: dict[str, tuple[Callable[..., Strategy], tuple[str, ...]]] = {
-    "fedavg": (fedavg, ()),
-    "fedavgm": (fedavgm, ("momentum",)),
-    "fedadam": (fedadam, ("beta1", "beta2", "eps")),
-    "fedyogi": (fedyogi, ("beta1", "beta2", "tau")),
-    "fedadagrad": (fedadagrad, ("beta1", "tau")),
-    "fedprox": (fedprox, ("mu",)),
-    "scaffold": (scaffold, ()),
-    "fednova": (fednova, ()),
+_BUILDERS: dict[str, Callable[..., Strategy]] = {
+    "fedavg": fedavg, "fedavgm": fedavgm, "fedadam": fedadam, "fedyogi": fedyogi,
+    "fedadagrad": fedadagrad, "fedprox": fedprox, "scaffold": scaffold, "fednova": fednova,
 }
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from fedsilo.core.params import Params
+from fedsilo.core.params import Params, digest
 
 
 class TaskKind(str, Enum):
@@ -70,3 +70,10 @@ class Reply:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the update (the audit trail's record of it): the one the receiving
+        transport computed, or computed now; "" without an update."""
+        if self.digest or self.update is None:
+            return self.digest
+        return digest(self.update)

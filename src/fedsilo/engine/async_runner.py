@@ -77,9 +77,8 @@ class _Run:
                                   self.settings.seed)
 
     def fold(self, reply: Reply) -> tuple[Rejection | None, bool]:
-        """Accept one reply; commit if the buffer is full. Returns (rejection, committed)."""
-        fingerprint = reply.digest or (digest(reply.update) if self.settings.audit
-                                       and reply.update else "")
+        """Accept one reply. Returns (rejection or None, whether the buffer is now full)."""
+        fingerprint = reply.fingerprint() if self.settings.audit else ""
         rejection = self.strategy.accept(self.state, self.buffer, reply)
         if self.settings.audit and rejection is None:
             key = reply.client_id if reply.client_id not in self.buffer.digests else (
@@ -88,9 +87,7 @@ class _Run:
         if rejection is not None:
             log.warning("version %d: rejected %s: [%s] %s", self.state.version,
                         rejection.client_id, rejection.code, rejection.reason)
-        if not self.strategy.ready(self.buffer):
-            return rejection, False
-        return rejection, True
+        return rejection, self.strategy.ready(self.buffer)
 
     def commit(self, now: float, evaluate: EvaluateFn) -> None:
         buffer = self.buffer

@@ -29,23 +29,8 @@ from fedsilo.engine.events import EventBus, RoundEvent
 from fedsilo.engine.stages import after_collection, before_collection
 from fedsilo.errors import AggregationError, ConfigError
 from fedsilo.evaluation.metrics import weighted_mean
-from fedsilo.optim.base import OptState, ServerOptimizer
+from fedsilo.optim.base import Scaled
 from fedsilo.transport.inprocess import InProcessTransport
-
-
-@dataclass(frozen=True)
-class _Scaled:
-    """A server optimizer applied to s · g (the group's staleness weight)."""
-
-    inner: ServerOptimizer
-    factor: float
-    name: str = "scaled"
-
-    def init(self, params: Params) -> OptState:
-        return self.inner.init(params)
-
-    def update(self, grad: Params, state: OptState, params: Params) -> tuple[Params, OptState]:
-        return self.inner.update({n: g * self.factor for n, g in grad.items()}, state, params)
 
 
 @dataclass
@@ -104,8 +89,9 @@ def run_secure_fedbuff(strategy: Strategy, transport: InProcessTransport, initia
             raise AggregationError("secure FedBuff: no group can run (too many dropouts)")
         now, _, g, reply = heapq.heappop(heap)
         group = groups[g]
+        fingerprint = reply.fingerprint() if settings.audit else ""  # before a layer reuses it
         if strategy.accept(group.open_round, reply) is None and settings.audit:
-            group.open_round.digests[reply.client_id] = digest(reply.update or {})
+            group.open_round.digests[reply.client_id] = fingerprint
         group.pending -= 1
         if group.pending == 0:
             state = _commit(strategy, staged, transport, state, groups.pop(g), settings, now,
@@ -121,7 +107,7 @@ def _commit(strategy: Strategy, staged: object, transport: InProcessTransport,
     r = group.open_round
     tau = state.version - group.base_version
     weight = staleness(tau)
-    scaled = dataclasses.replace(strategy, optimizer=_Scaled(strategy.optimizer, weight))
+    scaled = dataclasses.replace(strategy, optimizer=Scaled(strategy.optimizer, weight))
     try:
         after_collection(staged, transport, r, settings.run_id, None, strategy.client_config)
         state, metrics = scaled.commit(state, r)

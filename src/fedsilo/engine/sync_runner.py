@@ -102,7 +102,7 @@ def _collect(strategy: Strategy, transport: ServerTransport, tasks: list[Task],
     """Dispatch the fit tasks and fold each reply in as it arrives."""
     transport.dispatch(tasks)
     for reply in transport.poll(timeout):
-        fingerprint = reply.digest or (digest(reply.update) if audit and reply.update else "")
+        fingerprint = reply.fingerprint() if audit else ""
         rejection = strategy.accept(open_round, reply)  # a layer may reuse the arrays after
         if audit and rejection is None:
             open_round.digests[reply.client_id] = fingerprint

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedsilo.core.params import Params
-from fedsilo.errors import ConfigError
-from fedsilo.optim.base import OptState
+from fedsilo.optim.base import OptState, check_hyper
 
 
 @dataclass(frozen=True)
@@ -40,11 +39,5 @@ def adam(lr: float = 0.01, beta1: float = 0.9, beta2: float = 0.999, eps: float 
     Raises:
         ConfigError: a hyper-parameter outside its range.
     """
-    if not lr > 0:
-        raise ConfigError(f"server optimizer adam: lr must be > 0, got {lr}")
-    for name, beta in (("beta1", beta1), ("beta2", beta2)):
-        if not 0.0 <= beta < 1.0:
-            raise ConfigError(f"server optimizer adam: {name} must be in [0, 1), got {beta}")
-    if not eps > 0:
-        raise ConfigError(f"server optimizer adam: eps must be > 0, got {eps}")
+    check_hyper("adam", lr, {"beta1": beta1, "beta2": beta2}, {"eps": eps})
     return _Adam(float(lr), float(beta1), float(beta2), float(eps))

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedsilo.core.params import Params
-from fedsilo.errors import ConfigError
-from fedsilo.optim.base import OptState
+from fedsilo.optim.base import OptState, check_hyper
 
 
 @dataclass(frozen=True)
@@ -46,13 +45,7 @@ class _Adaptive:
 
 
 def _checked(name: str, lr: float, beta1: float, beta2: float, tau: float) -> _Adaptive:
-    if not lr > 0:
-        raise ConfigError(f"server optimizer {name}: lr must be > 0, got {lr}")
-    for key, beta in (("beta1", beta1), ("beta2", beta2)):
-        if not 0.0 <= beta < 1.0:
-            raise ConfigError(f"server optimizer {name}: {key} must be in [0, 1), got {beta}")
-    if not tau > 0:
-        raise ConfigError(f"server optimizer {name}: tau must be > 0, got {tau}")
+    check_hyper(name, lr, {"beta1": beta1, "beta2": beta2}, {"tau": tau})
     return _Adaptive(float(lr), float(beta1), float(beta2), float(tau), name)
 
 

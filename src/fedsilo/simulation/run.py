@@ -28,7 +28,6 @@ from fedsilo.evaluation.report import Comparison, build_comparison, write_compar
 from fedsilo.session import SessionResult, run_session
 from fedsilo.simulation.attacks import with_attackers
 from fedsilo.simulation.institutions import load_tables
-from fedsilo.store.recorder import new_run, recorder_for
 from fedsilo.transport.inprocess import Handler, InProcessTransport
 
 PhaseListener = Callable[[str, int], Listener | None]
@@ -77,12 +76,11 @@ def run_simulation(cfg: RunConfig, phase: PhaseListener | None = None, write: bo
     if cfg.attack.fraction:
         handlers, _ = with_attackers(institutions, cfg.attack.fraction, cfg.attack.kind,
                                      cfg.attack.scale, cfg.run.seed)
-    run_id, folder = (new_run(Path(cfg.run.output_dir), cfg.run.name) if write
-                      else (cfg.run.name, None))
-    recorder = recorder_for(cfg, run_id, folder) if folder is not None else None
-    if recorder is not None:
-        recorder.start(cfg.run.name, cfg.model_dump(mode="json"), cfg.run.mode,
-                       cfg.strategy.name, PRIMARY[schema.task])
+    recorder = None
+    if write:  # the store (SQLAlchemy) is imported only for a run that is recorded
+        from fedsilo.store.recorder import start_run
+
+        recorder = start_run(cfg, PRIMARY[schema.task])
     try:
         session = run_session(cfg, InProcessTransport(handlers), schema, cfg.run.name,
                               listener=phase("federated", cfg.run.rounds), keys=public,
@@ -95,9 +93,9 @@ def run_simulation(cfg: RunConfig, phase: PhaseListener | None = None, write: bo
     if recorder is not None:
         recorder.finish("finished", comparison.to_dict() if comparison else None)
     result = SimulationResult(cfg, session.history, comparison,
-                              session.preprocessor.feature_names, folder)
-    if folder is not None:
-        write_results(result, folder)
+                              session.preprocessor.feature_names)
+    if recorder is not None:
+        write_results(result, recorder.folder)
     return result
 
 
@@ -171,6 +169,8 @@ def write_results(result: SimulationResult, folder: Path | None = None) -> Path:
     model (NPZ); beside the run store (results/fedsilo.db) and the checkpoint."""
     cfg = result.config
     if folder is None:
+        from fedsilo.store.recorder import new_run
+
         _, folder = new_run(Path(cfg.run.output_dir), cfg.run.name)
     result.output_dir = folder
     (folder / "config.json").write_text(cfg.model_dump_json(indent=2))

@@ -7,12 +7,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedsilo.algorithms.base import ServerState
 from fedsilo.engine.events import RoundEvent
+from fedsilo.errors import ConfigError
 from fedsilo.store.checkpoint import Checkpointer, load_checkpoint
-from fedsilo.store.run_store import RunStore, _epsilon
+from fedsilo.store.run_store import RunStore, epsilon_of
+
+if TYPE_CHECKING:
+    from fedsilo.config.schema import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +81,7 @@ class Recorder:
             for key, value in metrics.items():
                 self._tb.add_scalar(f"{key}/{inst}", value, step)
         self._tb.add_scalar("participants", len(event.participants), step)
-        epsilon = _epsilon(event)
+        epsilon = epsilon_of(event)
         if epsilon is not None:
             self._tb.add_scalar("privacy/epsilon", epsilon, step)
         self._tb.flush()
@@ -96,11 +100,38 @@ def new_run(output_dir: Path, name: str) -> tuple[str, Path]:
     return run_id, folder
 
 
-def recorder_for(cfg: Any, run_id: str, folder: Path) -> Recorder:
-    """The recorder a run config asks for: its store (unless disabled), checkpoints every
-    run.checkpoint_every rounds, TensorBoard if [logging] tensorboard."""
-    store = None
-    if cfg.store.enabled:
-        store = RunStore(cfg.store.url or Path(cfg.run.output_dir) / "fedsilo.db")
-    return Recorder(store, run_id, folder, cfg.run.rounds, cfg.run.checkpoint_every,
+def store_for(cfg: RunConfig) -> RunStore | None:
+    """The run store a config names: [store] url, else fedsilo.db in run.output_dir; None if
+    [store] enabled = false."""
+    if not cfg.store.enabled:
+        return None
+    return RunStore(cfg.store.url or Path(cfg.run.output_dir) / "fedsilo.db")
+
+
+def recorder_for(cfg: RunConfig, run_id: str, folder: Path) -> Recorder:
+    """The recorder a run config asks for: its store, checkpoints every run.checkpoint_every
+    rounds, TensorBoard if [logging] tensorboard."""
+    return Recorder(store_for(cfg), run_id, folder, cfg.run.rounds, cfg.run.checkpoint_every,
                     cfg.logging.tensorboard)
+
+
+def start_run(cfg: RunConfig, metric: str) -> Recorder:
+    """A new run: its id, its results folder, its row in the store."""
+    run_id, folder = new_run(Path(cfg.run.output_dir), cfg.run.name)
+    recorder = recorder_for(cfg, run_id, folder)
+    recorder.start(cfg.run.name, cfg.model_dump(mode="json"), cfg.run.mode, cfg.strategy.name,
+                   metric)
+    return recorder
+
+
+def unfinished_run(cfg: RunConfig) -> Recorder:
+    """The recorder of the newest unfinished run of this config (what --resume continues).
+
+    Raises:
+        ConfigError: the store holds no such run.
+    """
+    store = store_for(cfg) or RunStore(Path(cfg.run.output_dir) / "fedsilo.db")
+    run_id = store.latest(cfg.run.name)
+    if run_id is None:
+        raise ConfigError(f"--resume: no unfinished run named '{cfg.run.name}' in {store.url}")
+    return recorder_for(cfg, run_id, Path(cfg.run.output_dir) / run_id)

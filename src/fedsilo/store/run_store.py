@@ -41,7 +41,8 @@ def store_url(target: str | Path) -> str:
     return f"sqlite:///{path.resolve()}"
 
 
-def _epsilon(event: RoundEvent) -> float | None:
+def epsilon_of(event: RoundEvent) -> float | None:
+    """The privacy spent so far that a round reports (central/distributed or local DP)."""
     for part, key in (("aggregator", "epsilon"), ("client_work", "dp_epsilon")):
         value = event.metrics.get(part, {}).get(key) if isinstance(
             event.metrics.get(part), Mapping) else None
@@ -90,7 +91,7 @@ class RunStore:
             prev = prev or audit_chain.GENESIS
             db.execute(insert(rounds).values(
                 run_id=run_id, round=event.round, version=event.version, seconds=event.seconds,
-                clock_time=event.metrics.get("clock", {}).get("time"), epsilon=_epsilon(event),
+                clock_time=event.metrics.get("clock", {}).get("time"), epsilon=epsilon_of(event),
                 federated=_json(dict(event.federated)), metrics=_json(event.metrics),
                 model_digest=event.model_digest))
             rows = [{"run_id": run_id, "round": event.round, "institution": c,
