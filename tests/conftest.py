@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +23,26 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 
 torch.set_num_threads(1)
+BURN = "while True:\n    pass\n"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--stress", action="store_true",
+                     help="keep every core busy with CPU burners while the tests run (tests "
+                          "must wait on events, never on how fast the machine is)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cpu_burners(request: pytest.FixtureRequest) -> Iterator[int]:
+    """With --stress: one busy-looping process per core for the whole session."""
+    count = (os.cpu_count() or 1) if request.config.getoption("--stress") else 0
+    burners = [subprocess.Popen([sys.executable, "-c", BURN]) for _ in range(count)]
+    try:
+        yield count
+    finally:
+        for b in burners:
+            b.kill()
+            b.wait()
 
 
 def digits_data(n_institutions: int, seed: int = 0) -> list[LocalData]:

@@ -11,6 +11,7 @@ import pytest
 
 from fedsilo.config.schema import load_config
 from fedsilo.simulation.run import run_simulation
+from fedsilo.store.run_store import RunStore
 from fedsilo.transport.grpc.provision import Project, provision
 from tests.integration.helpers import FILES, federation, institution
 
@@ -27,8 +28,8 @@ def kits(tmp_path_factory):
 
 def test_grpc_run_equals_simulation(kits, tmp_path):
     with federation(kits, tmp_path, NAMES, rounds=5) as (srv, clients, _):
-        assert srv.finish(180) == 0, srv.text()
-        assert all(c.finish(30) == 0 for c in clients.values())
+        assert srv.finish(900) == 0, srv.text()
+        assert all(c.finish(300) == 0 for c in clients.values())
     log = srv.text()
     assert "mutual TLS" in log and "round 5: 4 institutions" in log
     deployed = np.load(next((tmp_path / "results").glob("*/model.npz")))
@@ -42,30 +43,46 @@ def test_grpc_run_equals_simulation(kits, tmp_path):
 
 
 def test_kill_9_mid_run_then_rejoin(kits, tmp_path):
-    with federation(kits, tmp_path, NAMES, rounds=40, round_timeout=4.0) as (srv, clients,
-                                                                              port):
-        srv.wait_for("round 3:", 120)
+    """An institution's process is killed mid-run and restarted: no round is lost, the new
+    process answers the task its predecessor left open, the others contribute to every round
+    and the restarted institution to every round after it rejoined. No deadline decides
+    anything (the server's default round_timeout is minutes)."""
+    rounds = 12
+    with federation(kits, tmp_path, NAMES, rounds=rounds) as (srv, clients, port):
+        srv.wait_for("round 3:", 600)
         clients["va-long-beach"].kill(signal.SIGKILL)
-        srv.wait_for(": 3 institutions", 60)
-        clients["va-long-beach-2"] = institution(kits, "va-long-beach", port, tmp_path / "..")
-        assert srv.finish(240) == 0, srv.text()
+        clients["va-long-beach"].finish(60)
+        restarted = institution(kits, "va-long-beach", port, tmp_path / "..")
+        clients["va-long-beach-2"] = restarted
+        assert srv.finish(900) == 0, srv.text()
+        assert restarted.finish(120) == 0, restarted.text()
         text = srv.text()
-    rounds = [(int(r), int(k)) for r, k in re.findall(r"round (\d+): (\d) institutions", text)]
-    assert len(rounds) == 40
-    dropped = [r for r, k in rounds if k == 3]
-    assert dropped, "no round ran with the killed institution missing"
-    assert any(k == 4 for r, k in rounds if r > max(dropped)), "the institution never rejoined"
+    assert "aborted" not in text
+    counted = [int(r) for r in re.findall(r"round (\d+): \d institutions", text)]
+    assert counted == list(range(1, rounds + 1))
+    store = RunStore(tmp_path / "results")
+    [run] = store.runs()
+    assert run["status"] == "finished" and store.verify(run["run_id"]).ok
+    accepted: dict[int, set[str]] = {r: set() for r in range(1, rounds + 1)}
+    for p in store.run(run["run_id"])["participation"]:
+        if p["status"] == "accepted":
+            accepted[p["round"]].add(p["institution"])
+    survivors = set(NAMES) - {"va-long-beach"}
+    assert all(survivors <= who for who in accepted.values()), accepted
+    back = min(r for r, who in accepted.items() if r > 3 and "va-long-beach" in who)
+    assert all("va-long-beach" in accepted[r] for r in range(back, rounds + 1)), accepted
+    assert "tasks answered" in restarted.text()
 
 
 def test_sigterm_stops_server_and_clients_gracefully(kits, tmp_path):
     with federation(kits, tmp_path, NAMES, rounds=500) as (srv, clients, _):
-        srv.wait_for("round 2:", 120)
+        srv.wait_for("round 2:", 600)
         first, *others = clients.values()
         first.kill(signal.SIGTERM)
-        assert first.finish(30) == 0
+        assert first.finish(300) == 0
         assert "done" in first.text()
         srv.kill(signal.SIGTERM)
-        assert srv.finish(30) == 143
+        assert srv.finish(300) == 143
         assert "server stopping on signal" in srv.text()
         for c in others:  # told the run is over, they exit cleanly
-            assert c.finish(60) == 0, c.text()
+            assert c.finish(300) == 0, c.text()

@@ -64,6 +64,7 @@ class GrpcServerTransport:
         self._cond = threading.Condition()
         self._queues: dict[str, deque[Task]] = defaultdict(deque)
         self._outstanding: dict[str, Task] = {}
+        self._delivered: dict[str, Task] = {}  # per institution: sent, not yet answered
         self._seen: dict[str, float] = {}
         self._pulling: dict[str, int] = defaultdict(int)
         self._arrived: queue.Queue[tuple[Reply, Future[Rejection | None]]] = queue.Queue()
@@ -154,8 +155,13 @@ class GrpcServerTransport:
                 while True:
                     if self._closing:
                         return "shutdown"
+                    reopened = self._reopened(name)
+                    if reopened is not None:
+                        return reopened
                     if self._queues[name]:
-                        return self._queues[name].popleft()
+                        task = self._queues[name].popleft()
+                        self._delivered[name] = task
+                        return task
                     remaining = deadline - time.monotonic()
                     if remaining <= 0 or not context.is_active():
                         return "idle"
@@ -164,6 +170,17 @@ class GrpcServerTransport:
                 self._pulling[name] -= 1
                 self._seen[name] = time.monotonic()
                 self._cond.notify_all()
+
+    def _reopened(self, name: str) -> Task | None:
+        """The task `name` was sent and never answered, if it asks for work again: an
+        institution answers before it pulls, so its earlier process is gone (killed,
+        restarted) or lost the stream; the new connection gets the same task."""
+        task = self._delivered.get(name)
+        if task is None or task.task_id not in self._outstanding:
+            return None
+        log.info("%s asked for work while task %s was open: sending it again (its earlier "
+                 "connection is gone)", name, task.task_id)
+        return task
 
     def _receive(self, name: str, reply: Reply) -> Future[Rejection | None]:
         if self.digests and reply.update is not None:  # in this handler thread, in parallel
@@ -175,6 +192,8 @@ class GrpcServerTransport:
                 raise WrongRound(f"task '{reply.task_id}' is not open for '{name}' (round "
                                  f"closed, never asked, or already answered)")
             del self._outstanding[reply.task_id]
+            if self._delivered.get(name) is task:
+                del self._delivered[name]
             future: Future[Rejection | None] = Future()
             self._arrived.put((reply, future))  # under the lock: poll never misses it
         return future
