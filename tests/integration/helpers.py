@@ -56,7 +56,7 @@ class Proc:
     def text(self) -> str:
         return self.log.read_text()
 
-    def wait_for(self, needle: str, timeout: float = 60) -> str:
+    def wait_for(self, needle: str, timeout: float = 600) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self.text()
@@ -67,7 +67,7 @@ class Proc:
             time.sleep(0.1)
         raise AssertionError(f"no '{needle}' within {timeout} s:\n{self.text()}")
 
-    def finish(self, timeout: float = 120) -> int:
+    def finish(self, timeout: float = 600) -> int:
         try:
             return self.p.wait(timeout)
         finally:

@@ -33,7 +33,7 @@ def creds(root, key_pem: bytes | None = None, cert_pem: bytes | None = None):
 def pull(port: int, credentials) -> grpc.RpcError:
     channel = grpc.secure_channel(f"localhost:{port}", credentials)
     try:
-        list(Stub(channel).Pull(pb.PullRequest(wait_seconds=0.1), timeout=10))
+        list(Stub(channel).Pull(pb.PullRequest(wait_seconds=0.1), timeout=120))
     except grpc.RpcError as e:
         return e
     finally:
@@ -55,7 +55,7 @@ def test_refusals(tmp_path):
     port = free_port()
     srv = server(root, heart_config(tmp_path), port, tmp_path, "--wait", "120")
     try:
-        srv.wait_for("listening", 60)
+        srv.wait_for("listening", 600)
         cases = {
             "no certificate": creds(root),
             "another CA": grpc.ssl_channel_credentials(
@@ -77,11 +77,11 @@ def test_refusals(tmp_path):
             root, (root / "hungary" / "client.key").read_bytes(),
             (root / "hungary" / "client.pem").read_bytes()))
         frames = list(Stub(good).Pull(pb.PullRequest(wait_seconds=0.1),
-                                                     timeout=10))
+                                                     timeout=120))
         assert pb.Frame.FromString(frames[0]).envelope.kind == "idle"  # a valid one gets in
         good.close()
         srv.kill(signal.SIGTERM)
-        srv.finish(30)
+        srv.finish(300)
     finally:
         srv.stop()
     log = srv.text()
@@ -97,7 +97,7 @@ def test_insecure_needs_the_flag_and_warns(tmp_path):
     provision(Project("heart", "localhost", tuple(FILES)), root)
     srv = server(root, heart_config(tmp_path), free_port(), tmp_path, "--insecure",
                  "--wait", "0.5")
-    code = srv.finish(60)
+    code = srv.finish(300)
     text = srv.text()
     assert "WARNING: --insecure" in text and "identities are NOT verified" in text
     assert code == 2 and "joined within" in text  # nobody came; a clear error

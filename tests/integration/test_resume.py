@@ -30,7 +30,7 @@ def test_kill_9_server_then_resume_equals_an_uninterrupted_run(tmp_path):
     try:
         first.wait_for("round 4:", 600)
         first.kill(signal.SIGKILL)
-        first.finish(30)
+        first.finish(300)
         (tmp_path / "server.log").rename(tmp_path / "server-killed.log")
         second = server(kits, config, port, tmp_path, "--resume")
         assert second.finish(900) == 0, second.text()

@@ -57,7 +57,7 @@ def browser(tmp_path_factory):
     driver.quit()
 
 
-def wait_for(predicate, timeout=20.0):
+def wait_for(predicate, timeout=120.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
