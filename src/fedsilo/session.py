@@ -83,7 +83,7 @@ def rounds_within_budget(cfg: RunConfig) -> int:
         raise PrivacyBudgetExhausted(f"privacy: one round already costs ε = "
                                      f"{accountant.epsilon(1):.3g} > target {target}")
     if allowed < cfg.run.rounds:
-        log.warning("privacy budget ε = %s at δ = %s allows %d of %d rounds: stopping there",
+        log.info("privacy budget ε = %s at δ = %s allows %d of %d rounds: stopping there",
                     target, accountant.delta, allowed, cfg.run.rounds)
     return allowed
 
@@ -103,7 +103,11 @@ def run_session(cfg: RunConfig, transport: ServerTransport, schema: Schema, run_
         keys: the server's local key material (the CKKS public context).
         recorder: run store, checkpoints, TensorBoard (fed by the round events).
         resume: continue after the recorder's last checkpoint (synchronous runs).
+    Raises:
+        ConfigError: the institutions available cannot run `cfg` (e.g. too few for the
+            SecAgg+ threshold); DataError: an institution found its data unusable.
     """
+    cfg.check_institutions(len(transport.clients()))
     prepare = prepare_config(schema, read or {}, cfg.data.test_fraction, cfg.run.seed)
     pre, rows = federated_preprocessing(transport, prepare, run_id, cfg.strategy.min_clients,
                                         timeout, classes)

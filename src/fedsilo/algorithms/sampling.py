@@ -12,6 +12,12 @@ from fedsilo.core.rng import generator
 from fedsilo.errors import AggregationError, ConfigError
 
 
+def cohort_size(available: int, fraction: float, min_clients: int) -> int:
+    """How many of `available` institutions a round samples: max(min_clients,
+    ceil(fraction * available)), at most all of them."""
+    return min(available, max(min_clients, math.ceil(fraction * available)))
+
+
 @dataclass(frozen=True)
 class UniformSampler:
     """Samples max(min_clients, ceil(fraction * available)) institutions without replacement.
@@ -38,7 +44,7 @@ class UniformSampler:
         if len(pool) < self.min_clients:
             raise AggregationError(f"sampling: {len(pool)} institutions available, "
                                    f"min_clients is {self.min_clients}")
-        k = min(len(pool), max(self.min_clients, math.ceil(self.fraction * len(pool))))
+        k = cohort_size(len(pool), self.fraction, self.min_clients)
         if k == len(pool):
             return pool
         picked = generator(seed, round, "sample").choice(len(pool), size=k, replace=False)

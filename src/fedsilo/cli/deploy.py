@@ -15,15 +15,18 @@ from typing import Any
 import pandas as pd
 from rich.console import Console
 
-from fedsilo.errors import ConfigError
+from fedsilo.errors import ConfigError, FedsiloError
 
 log = logging.getLogger("fedsilo.cli")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     prov = sub.add_parser("provision", help="create the CA and one startup kit per participant")
-    prov.add_argument("project", type=Path, nargs="?", help="PROJECT.toml")
-    prov.add_argument("--out", type=Path, default=Path("kits"))
+    prov.add_argument("project", type=Path, nargs="?", metavar="PROJECT.toml",
+                      help="the consortium: server address and port, institutions, validity "
+                           "(not needed with --revoke)")
+    prov.add_argument("--out", type=Path, default=Path("kits"),
+                      help="folder to write the CA and the kits to (default: kits)")
     prov.add_argument("--revoke", metavar="INSTITUTION",
                       help="revoke an institution's certificate in the kits under --out")
     srv = sub.add_parser("server", help="coordinate a federated run over gRPC (mutual TLS)")
@@ -103,21 +106,32 @@ def server_cmd(args: argparse.Namespace, console: Console) -> int:
     try:
         need = max(cfg.strategy.min_clients, 1)
         joined = transport.wait_for_clients(len(gate.institutions), args.wait)
+        missing = sorted(gate.institutions - set(joined))
         if len(joined) < need:
-            raise ConfigError(f"only {joined} joined within {args.wait} s; need {need}")
-        console.print(f"institutions connected: {', '.join(joined)}")
+            raise ConfigError(f"{len(joined)} of {len(gate.institutions)} institutions joined "
+                              f"within --wait {args.wait:g} s, the run needs {need} "
+                              f"(strategy.min_clients); missing: {', '.join(missing)}")
+        console.print(f"institutions connected: {', '.join(joined)}", highlight=False)
+        if missing:
+            console.print(f"starting without {', '.join(missing)} (not connected within "
+                          f"--wait {args.wait:g} s; they may join later rounds)",
+                          highlight=False)
         from fedsilo.session import run_session
 
         recorder = _recorder(cfg, schema, args.resume, console)
-        session = run_session(cfg, transport, schema, recorder.run_id,
-                              read={"columns": d.columns, "na_values": d.na_values},
-                              listener=lambda ev: _print_round(console, ev),
-                              timeout=cfg.run.round_timeout or 300.0,
-                              keys=_kit_keys(args.kit, "ckks.public"), recorder=recorder,
-                              resume=args.resume)
-        recorder.finish()
+        try:
+            session = run_session(cfg, transport, schema, recorder.run_id,
+                                  read={"columns": d.columns, "na_values": d.na_values},
+                                  listener=lambda ev: _print_round(console, ev),
+                                  timeout=cfg.run.round_timeout or 300.0,
+                                  keys=_kit_keys(args.kit, "ckks.public"), recorder=recorder,
+                                  resume=args.resume)
+        except FedsiloError:  # a refused run is over, not resumable (a signal or crash is)
+            recorder.finish("failed")
+            raise
         result = SimulationResult(cfg, session.history, None, session.preprocessor.feature_names)
         write_results(result, recorder.folder)
+        recorder.finish()  # "finished" only once the model and results are on disk
         console.print(f"results: {result.output_dir}")
         return 0
     except SystemExit as e:

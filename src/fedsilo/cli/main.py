@@ -12,8 +12,10 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape  # messages name config sections: [aggregation] is not markup
 
 from fedsilo.cli.deploy import add_parsers as add_deploy_parsers
 from fedsilo.cli.deploy import client_cmd, provision_cmd, server_cmd
@@ -21,28 +23,47 @@ from fedsilo.cli.ops import add_parsers as add_ops_parsers
 from fedsilo.cli.ops import audit_cmd, dashboard_cmd
 from fedsilo.errors import ConfigError, DataError, FedsiloError
 
+if TYPE_CHECKING:
+    from fedsilo.config.schema import RunConfig
+    from fedsilo.simulation.run import SimulationResult
+
 DEMO_CONFIG = Path("heart_disease") / "heart_disease.toml"
 
 
 def examples_dir() -> Path:
-    """The examples folder: $FEDSILO_EXAMPLES, else the one beside the source checkout."""
+    """The examples folder: $FEDSILO_EXAMPLES, else the one shipped inside the package.
+
+    The package holds the demo's config and data (`fedsilo/examples/heart_disease/`), so
+    `fedsilo demo` works from a wheel install in any directory; the checkout's
+    `examples/heart_disease/` links to that same copy.
+    """
     env = os.environ.get("FEDSILO_EXAMPLES")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "examples"
+    return Path(__file__).resolve().parents[1] / "examples"
 
 
 def _parser() -> argparse.ArgumentParser:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        release = version("fedsilo")
+    except PackageNotFoundError:  # imported from a source tree that was never installed
+        release = "unknown (not installed)"
     p = argparse.ArgumentParser(prog="fedsilo", description="Federated learning across "
                                 "institutions: one model, no data moved.")
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--version", action="version", version=f"fedsilo {release}",
+                   help="print fedsilo's version and exit")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           help="what to do (`fedsilo COMMAND -h` for its options)")
     run = sub.add_parser("run", help="run a simulation described by a TOML config")
-    run.add_argument("config", type=Path)
+    run.add_argument("config", type=Path, metavar="CONFIG",
+                     help="the run's TOML file (its relative paths are read from its folder)")
     demo = sub.add_parser("demo", help="heart disease across four hospitals, end to end")
     for q in (run, demo):
         q.add_argument("--output", type=Path, help="results folder (overrides run.output_dir)")
         q.add_argument("--quiet", action="store_true", help="no progress bars")
-        q.add_argument("--rounds", type=int, help="override run.rounds")
+        q.add_argument("--rounds", type=int, help="number of rounds (overrides run.rounds)")
     add_deploy_parsers(sub)
     add_ops_parsers(sub)
     return p
@@ -59,10 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = args.config if args.command == "run" else examples_dir() / DEMO_CONFIG
         return _run(path, args, console)
     except (ConfigError, DataError) as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False)
+        console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         return 2
     except FedsiloError as e:
-        console.print(f"[bold red]run failed ({e.code}):[/] {e}", highlight=False)
+        console.print(f"[bold red]run failed ({e.code}):[/] {escape(str(e))}", highlight=False)
         return 1
 
 
@@ -95,12 +116,25 @@ def _run(path: Path, args: argparse.Namespace, console: Console) -> int:
     else:
         with RoundProgress(metric) as bars:
             result = run_simulation(cfg, phase=bars.phase)
-    final = result.final
-    console.print(f"federated {metric} after {cfg.run.rounds} rounds: {final[metric]:.4f}")
+    console.print(_trained(cfg, result, metric), highlight=False)
     if result.comparison is not None:
         print_comparison(result.comparison, console)
     console.print(f"results: {result.output_dir}")
     return 0
+
+
+def _trained(cfg: RunConfig, result: SimulationResult, metric: str) -> str:
+    """One line on what the federated run did: its metric, and why it stopped early if so."""
+    value = f"federated {metric} {result.final[metric]:.4f} (weighted by test rows)"
+    planned = cfg.run.rounds
+    done = len(result.history.events)
+    if cfg.run.mode == "async":
+        return f"{value} after {done} model versions"
+    if done >= planned:
+        return f"{value} after {planned} rounds"
+    p = cfg.privacy
+    return (f"{value} after {done} of {planned} planned rounds: the privacy budget "
+            f"(ε ≤ {p.target_epsilon} at δ = {p.delta}) allows no more")
 
 
 if __name__ == "__main__":

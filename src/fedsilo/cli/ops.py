@@ -11,12 +11,16 @@ DEFAULT_STORE = "results"
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     audit = sub.add_parser("audit", help="check a run's audit trail")
-    verbs = audit.add_subparsers(dest="verb", required=True)
+    verbs = audit.add_subparsers(dest="verb", required=True, metavar="VERB",
+                                 help="what to do with the audit trail")
     verify = verbs.add_parser("verify", help="recompute the hash chain of a run")
     verify.add_argument("run", help="the run id (its results folder's name)")
     board = sub.add_parser("dashboard", help="serve the runs dashboard on localhost")
-    board.add_argument("--port", type=int, default=8050)
-    board.add_argument("--host", default="127.0.0.1")
+    board.add_argument("--port", type=int, default=8050,
+                       help="TCP port to serve on (default: 8050)")
+    board.add_argument("--host", default="127.0.0.1",
+                       help="address to bind (default: 127.0.0.1, this machine only; the "
+                            "dashboard has no login, so bind wider only on a trusted network)")
     for p in (verify, board):
         p.add_argument("--store", default=DEFAULT_STORE,
                        help="the run store: a results folder, a .db file or a database URL "
@@ -26,7 +30,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def audit_cmd(args: argparse.Namespace, console: Console) -> int:
     from fedsilo.store.run_store import RunStore
 
-    verdict = RunStore(args.store).verify(args.run)
+    verdict = RunStore(args.store, create=False).verify(args.run)
     if verdict.ok:
         console.print(f"audit trail of {args.run}: OK, {verdict.rounds} rounds chained")
         return 0
@@ -39,7 +43,7 @@ def dashboard_cmd(args: argparse.Namespace, console: Console) -> int:
     from fedsilo.dashboard.server import Dashboard
     from fedsilo.store.run_store import RunStore
 
-    board = Dashboard(RunStore(args.store), args.host, args.port)
+    board = Dashboard(RunStore(args.store, create=False), args.host, args.port)
     console.print(f"fedsilo dashboard on {board.url} — Ctrl-C to stop")
     try:
         board.serve_forever()

@@ -60,8 +60,9 @@ class Client:
             log.warning("client %s: task %s failed: %s: %s", self.client_id, task.task_id,
                         type(e).__name__, e)
             log.debug("traceback", exc_info=True)
-            return self._reply(task, 0, error=ErrorInfo("client_training_error",
-                                                        f"{type(e).__name__}: {e}"))
+            return self._reply(task, 0, error=ErrorInfo(  # the text may quote data: kept here
+                "client_training_error", f"{type(e).__name__} in local training (details in "
+                f"the institution's log)"))
 
     def _evaluate(self, task: Task) -> Reply:
         """The global model's test metrics, plus those of this institution's personal models."""

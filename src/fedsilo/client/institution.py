@@ -9,6 +9,7 @@ and the aggregator spec. A restarted institution rebuilds everything from its ne
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -21,8 +22,9 @@ from fedsilo.core.messages import ErrorInfo, Reply, Task, TaskKind
 from fedsilo.data.prepare import InstitutionSplit, local_data, split_institutions
 from fedsilo.data.preprocessing import LocalStatistics, Preprocessor
 from fedsilo.data.schema import Schema
-from fedsilo.errors import ConfigError, FedsiloError
+from fedsilo.errors import ConfigError, DataError, FedsiloError
 
+log = logging.getLogger(__name__)
 TableSource = Callable[[Mapping[str, Any]], pd.DataFrame]
 
 
@@ -60,29 +62,31 @@ class Institution:
         """This institution's train/test split for the run described by `config`."""
         if self._fixed is not None:
             return self._fixed
-        key = json.dumps({k: config[k] for k in ("schema", "read", "split")}, sort_keys=True)
+        key, schema, read, fraction, seed = _data_settings(config)
         if key not in self._splits:
-            schema = Schema.from_dict(config["schema"])
-            table = self._table(config["read"]) if callable(self._table) else self._table
+            table = self._table(read) if callable(self._table) else self._table
             if table is None:
                 raise ConfigError(f"institution '{self.name}' has no data")
-            s = config["split"]
-            self._splits[key] = split_institutions({self.name: table}, schema,
-                                                   float(s["test_fraction"]), int(s["seed"]))[0]
+            self._splits[key] = split_institutions({self.name: table}, schema, fraction,
+                                                   seed)[0]
         return self._splits[key]
 
     def _prepare(self, task: Task) -> Reply:
+        """Aggregates of the training split, or why not: a reason that leaves this
+        institution, so it never quotes the data (an unexpected failure is logged here in
+        full and sent as its kind only)."""
         try:
             split = self.split(task.config)
-            stats = LocalStatistics.of(split.train, Schema.from_dict(task.config["schema"]))
+            stats = LocalStatistics.of(split.train, _data_settings(task.config)[1])
             return Reply(task.task_id, self.name, task.round, task.model_version,
                          len(split.train), payload={"statistics": stats.to_dict()})
         except FedsiloError as e:
-            return Reply(task.task_id, self.name, task.round, task.model_version, 0,
-                         error=ErrorInfo(e.code, str(e)))
+            error = ErrorInfo(e.code, str(e))
         except (KeyError, TypeError, ValueError) as e:
-            return Reply(task.task_id, self.name, task.round, task.model_version, 0,
-                         error=ErrorInfo("config_error", f"prepare task malformed: {e!r}"))
+            log.exception("institution '%s': summarising its data failed", self.name)
+            error = ErrorInfo(DataError.code, f"institution '{self.name}': its data could not "
+                              f"be summarised ({type(e).__name__}; details in its own log)")
+        return Reply(task.task_id, self.name, task.round, task.model_version, 0, error=error)
 
     def _client(self, config: Mapping[str, Any]) -> Client:
         setup = config.get("setup")
@@ -96,3 +100,20 @@ class Institution:
             encoder = build_aggregator(setup["aggregator"], self._keys)
             self._clients = {key: Client(self.name, trainer, encoder)}
         return self._clients[key]
+
+
+def _data_settings(config: Mapping[str, Any]) -> tuple[str, Schema, Mapping[str, Any], float,
+                                                         int]:
+    """How the server asks this institution to read and split its table: a cache key, the
+    schema, the read options, the test fraction and the split seed.
+
+    Raises:
+        ConfigError: the settings are malformed (they come from the server, not the data).
+    """
+    try:
+        key = json.dumps({k: config[k] for k in ("schema", "read", "split")}, sort_keys=True)
+        split = config["split"]
+        return (key, Schema.from_dict(config["schema"]), config["read"],
+                float(split["test_fraction"]), int(split["seed"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"task's data settings are malformed: {e!r}") from None

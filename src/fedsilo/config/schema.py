@@ -9,7 +9,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from fedsilo.errors import ConfigError
+from fedsilo.aggregation.secure.threshold import check_cohort
+from fedsilo.algorithms.sampling import cohort_size
+from fedsilo.errors import ConfigError, FedsiloError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -91,6 +93,14 @@ class DataSection(_Section):
         if len(set(names)) != len(names):
             raise ValueError(f"institution names must be unique, got {names}")
         return self
+
+    def declared_institutions(self) -> int | None:
+        """How many institutions the config names; None when only the data tells."""
+        if self.institutions:
+            return len(self.institutions)
+        if self.partition is not None and self.partition.method != "column":
+            return self.partition.institutions
+        return None
 
 
 class ModelSection(_Section):
@@ -294,7 +304,14 @@ class RunConfig(_Section):
                                             or self.aggregation.norm_bound is not None):
             raise ValueError("robust aggregation with differential privacy is not supported "
                              "(its sensitivity differs from the mean's)")
+        if self.privacy.mode == "local" and self.client.steps is not None:
+            raise ValueError("privacy.mode = 'local': DP-SGD trains in epochs (Poisson-sampled "
+                             "batches): set client.epochs instead of client.steps")
         self._async_fits()
+        declared = self.data.declared_institutions()
+        problem = self._institutions_problem(declared) if declared else None
+        if problem:
+            raise ValueError(problem)
         if self.attack.fraction and self.aggregation.secure != "none":
             raise ValueError("[attack] poisons plain updates; it cannot run with secure "
                              "aggregation")
@@ -323,6 +340,29 @@ class RunConfig(_Section):
             raise ValueError("stragglers are a synchronous notion; in async mode give slow "
                              "institutions a lower [clock] speed")
 
+    def check_institutions(self, count: int) -> None:
+        """Raise ConfigError if a run of this config cannot work with `count` institutions
+        (the number the config declares is checked on loading)."""
+        problem = self._institutions_problem(count)
+        if problem:
+            raise ConfigError(problem)
+
+    def _institutions_problem(self, count: int) -> str | None:
+        """Why `count` institutions cannot run this config: SecAgg(+) rounds need more
+        institutions than the Shamir threshold (secure FedBuff's groups are checked against
+        buffer_size instead)."""
+        a = self.aggregation
+        if a.secure not in ("secagg+", "secagg") or self.run.mode == "async":
+            return None
+        assert a.threshold is not None
+        cohort = cohort_size(count, self.strategy.fraction, self.strategy.min_clients)
+        try:
+            check_cohort(a.threshold, a.neighbours if a.secure == "secagg+" else None, cohort)
+        except FedsiloError as e:
+            return (f"aggregation.secure = '{a.secure}' with {count} institution(s), {cohort} "
+                    f"per round: {e}")
+        return None
+
     def resolve(self, path: str) -> Path:
         """A data path from the config, relative to the config file's folder."""
         p = Path(path)
@@ -337,6 +377,9 @@ def _format(err: ValidationError, source: str) -> str:
             lines.append(f"  - unknown key '{where}'")
         elif e["type"] == "missing":
             lines.append(f"  - missing required key '{where}'")
+        elif e["type"] == "value_error" and isinstance(e.get("input"), dict):  # a whole section
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"  - {msg}" if not e["loc"] else f"  - {where}: {msg}")
         else:
             lines.append(f"  - {where}: {e['msg']} (found {e.get('input')!r})")
     return "\n".join(lines)

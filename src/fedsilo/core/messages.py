@@ -47,6 +47,9 @@ class ErrorInfo:
     code: str
     reason: str
 
+    def __str__(self) -> str:
+        return f"[{self.code}] {self.reason}"
+
 
 @dataclass(frozen=True)
 class Reply:

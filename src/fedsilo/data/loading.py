@@ -13,6 +13,7 @@ from fedsilo.errors import DataError
 def read_table(path: str | Path, columns: Sequence[str] | None = None,
                na_values: Sequence[str] = ("?", "")) -> pd.DataFrame:
     """Read a CSV. `columns` names a header-less file's columns (the file has no header line).
+    The file's name is kept in `frame.attrs["file"]`, for messages about its data.
 
     Raises:
         DataError: the file does not exist, cannot be parsed, is empty, or has a different
@@ -32,4 +33,5 @@ def read_table(path: str | Path, columns: Sequence[str] | None = None,
         raise DataError(f"{p} holds no rows")
     if columns and frame.iloc[:, -1].isna().all() and len(frame.columns) > 1:
         raise DataError(f"{p}: fewer fields per row than the {len(columns)} columns named")
+    frame.attrs["file"] = p.name
     return frame

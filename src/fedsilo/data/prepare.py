@@ -12,9 +12,9 @@ from sklearn.model_selection import train_test_split
 
 from fedsilo.client.local_data import LocalData
 from fedsilo.core.rng import derive_seed
+from fedsilo.data.checks import check_table
 from fedsilo.data.preprocessing import LocalStatistics, Preprocessor, binarize_target, merge_all
 from fedsilo.data.schema import Schema
-from fedsilo.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -32,15 +32,14 @@ def split_institutions(tables: Mapping[str, pd.DataFrame], schema: Schema,
     or more rows. Rows without a target are dropped.
 
     Raises:
-        DataError: a missing column, or an institution with fewer than 2 usable rows.
+        DataError: what `check_table` finds (a missing column, text in a numeric column,
+            fewer than 2 rows with a target).
     """
     out = []
     for name in sorted(tables):
         frame = tables[name]
-        schema.check(frame, f"institution '{name}'")
+        check_table(frame, schema, name)
         frame = frame[frame[schema.target].notna()].reset_index(drop=True)
-        if len(frame) < 2:
-            raise DataError(f"institution '{name}': {len(frame)} rows with a target, need >= 2")
         y = binarize_target(frame[schema.target], schema)
         stratify = None
         if schema.task != "regression" and y.value_counts().min() >= 2:

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -29,9 +31,23 @@ class ComparisonRow:
     pooled: float
     finetuned: float | None = None  # the federated model fine-tuned locally (personal)
     ditto: float | None = None      # Ditto's personal model
+    federated_no_dp: float | None = None  # the same federation without DP (cost of privacy)
 
 
 PERSONAL = ("finetuned", "ditto")
+EXTRA = (*PERSONAL, "federated_no_dp")  # optional columns, present when the run has them
+# column: (full header, compact header, legend of the compact header)
+HEADERS = {
+    "n_test": ("test rows", "n", "test rows"),
+    "local_only": ("local-only", "local", "the institution's own model on its own test rows"),
+    "local_only_everywhere": ("local-only (all tests)", "l@all",
+                              "that model on every institution's test rows"),
+    "federated": ("federated", "fed", "the federated model"),
+    "pooled": ("pooled", "pooled", "all raw data in one place (simulation only)"),
+    "finetuned": ("finetuned (personal)", "tuned", "federated, fine-tuned locally (personal)"),
+    "ditto": ("ditto (personal)", "ditto", "Ditto personal model"),
+    "federated_no_dp": ("federated (no DP)", "no-DP", "the same federation without DP"),
+}
 
 
 @dataclass(frozen=True)
@@ -50,6 +66,12 @@ class Comparison:
     def personal(self) -> list[str]:
         """The personal-model columns this comparison has (fine-tuned, Ditto)."""
         return [k for k in PERSONAL if getattr(self.overall, k) is not None]
+
+    @property
+    def columns(self) -> list[str]:
+        """The metric columns, optional ones included when present."""
+        return ["local_only", "local_only_everywhere", "federated", "pooled",
+                *[k for k in EXTRA if getattr(self.overall, k) is not None]]
 
     @property
     def mean_local_only(self) -> float:
@@ -83,9 +105,12 @@ def build_comparison(metric: str, sizes: Mapping[str, int],
                      local: Mapping[str, Mapping[str, float]],
                      local_everywhere: Mapping[str, Mapping[str, float]],
                      federated: Mapping[str, Mapping[str, float]],
-                     pooled: Mapping[str, Mapping[str, float]]) -> Comparison:
+                     pooled: Mapping[str, Mapping[str, float]],
+                     federated_no_dp: Mapping[str, Mapping[str, float]] | None = None
+                     ) -> Comparison:
     """Rows from per-institution metric dicts; the overall row weights by test size (RMSE is
-    recombined from MSE so that it is the RMSE over all test rows)."""
+    recombined from MSE so that it is the RMSE over all test rows). `federated_no_dp`: the
+    same federation trained without differential privacy, when the run used it."""
     names = sorted(sizes)
     total = sum(sizes[n] for n in names)
 
@@ -100,6 +125,9 @@ def build_comparison(metric: str, sizes: Mapping[str, int],
             if all(f"{kind}_{metric}" in federated[m] for m in names):
                 out[kind] = (overall(federated, f"{kind}_") if n is None
                              else federated[n][f"{kind}_{metric}"])
+        if federated_no_dp is not None:
+            out["federated_no_dp"] = (overall(federated_no_dp) if n is None
+                                      else federated_no_dp[n][metric])
         return out
 
     rows = tuple(ComparisonRow(n, sizes[n], local[n][metric], local_everywhere[n][metric],
@@ -114,41 +142,65 @@ def _fmt(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4f}"
 
 
+def comparison_table(cmp: Comparison, width: int) -> tuple[Table, str | None]:
+    """The comparison as a table that fits `width` characters: full headers when they fit,
+    else compact headers and the legend to print under it."""
+    for compact in (False, True):
+        table = Table(title=f"Does collaborating pay? ({cmp.metric}, held-out test split)",
+                      box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD,
+                      padding=(0, 1), collapse_padding=compact, pad_edge=not compact)
+        table.add_column("institution", no_wrap=True)
+        for key in ("n_test", *cmp.columns):
+            table.add_column(HEADERS[key][int(compact)], justify="right", no_wrap=True)
+        for r in (*cmp.rows, cmp.overall):
+            table.add_row(r.institution, str(r.n_test),
+                          *[_fmt(getattr(r, k)) for k in cmp.columns])
+        if _rendered_width(table) <= width:
+            break
+    legend = None
+    if compact:
+        legend = "; ".join(f"{HEADERS[k][1]}: {HEADERS[k][2]}" for k in ("n_test", *cmp.columns))
+    return table, legend
+
+
+def _rendered_width(table: Table) -> int:
+    wide = Console(width=10_000, file=io.StringIO(), color_system=None)
+    wide.print(table)
+    return max(len(line.rstrip()) for line in wide.file.getvalue().splitlines())  # type: ignore[attr-defined]
+
+
 def print_comparison(cmp: Comparison, console: Console | None = None) -> None:
-    """The comparison as a terminal table, with the one-line answer under it."""
+    """The comparison as a terminal table that fits the console, with the answer under it."""
     console = console or Console()
-    table = Table(title=f"Does collaborating pay? ({cmp.metric}, held-out test split)")
-    personal = cmp.personal
-    for col in ("institution", "test rows", "local-only", "local-only (all tests)",
-                "federated", "pooled", *[f"{k} (personal)" for k in personal]):
-        table.add_column(col, justify="left" if col == "institution" else "right")
-    for r in (*cmp.rows, cmp.overall):
-        table.add_row(r.institution, str(r.n_test), _fmt(r.local_only),
-                      _fmt(r.local_only_everywhere), _fmt(r.federated), _fmt(r.pooled),
-                      *[_fmt(getattr(r, k)) for k in personal])
+    table, legend = comparison_table(cmp, console.width)
     console.print(table)
+    if legend:
+        console.print(legend, highlight=False)
     o = cmp.overall
     console.print(f"On its own test rows, the federated model matches or beats the "
                   f"institution's own model at {len(cmp.federated_wins)} of {len(cmp.rows)} "
-                  f"institutions (weighted {cmp.metric}: {_fmt(o.federated)} vs "
-                  f"{_fmt(o.local_only)}).")
-    console.print(f"For the whole consortium (every institution's test rows), an institution's "
-                  f"own model scores {_fmt(cmp.mean_local_only_everywhere)} on average, the "
-                  f"federated model {_fmt(o.federated)}; pooling all raw data (possible only "
-                  f"in simulation) gives {_fmt(o.pooled)}.")
+                  f"institutions (weighted by test rows, {cmp.metric}: {_fmt(o.federated)} vs "
+                  f"{_fmt(o.local_only)}).", highlight=False)
+    console.print(f"On every institution's test rows (weighted by test rows, the table's last "
+                  f"row): an institution's own model scores {_fmt(o.local_only_everywhere)}, "
+                  f"the federated model {_fmt(o.federated)}; pooling all raw data (possible "
+                  f"only in simulation) gives {_fmt(o.pooled)}.", highlight=False)
+    if o.federated_no_dp is not None:
+        console.print(f"Cost of differential privacy: the same federation without DP scores "
+                      f"{_fmt(o.federated_no_dp)} (local-only and pooled are trained without "
+                      f"DP: an institution alone needs no protection from the others).",
+                      highlight=False)
 
 
 def write_comparison(cmp: Comparison, folder: Path) -> None:
     (folder / "comparison.json").write_text(json.dumps(cmp.to_dict(), indent=2))
     with open(folder / "comparison.csv", "w", newline="") as f:
         w = csv.writer(f)
-        personal = cmp.personal
-        w.writerow(["institution", "n_test", f"local_only_{cmp.metric}",
-                    f"local_only_all_tests_{cmp.metric}", f"federated_{cmp.metric}",
-                    f"pooled_{cmp.metric}", *[f"{k}_{cmp.metric}" for k in personal]])
+        names = {"local_only_everywhere": "local_only_all_tests"}
+        w.writerow(["institution", "n_test",
+                    *[f"{names.get(k, k)}_{cmp.metric}" for k in cmp.columns]])
         for r in (*cmp.rows, cmp.overall):
-            w.writerow([r.institution, r.n_test, r.local_only, r.local_only_everywhere,
-                        r.federated, r.pooled, *[getattr(r, k) for k in personal]])
+            w.writerow([r.institution, r.n_test, *[getattr(r, k) for k in cmp.columns]])
 
 
 def write_history(rounds: Sequence[Mapping], folder: Path) -> None:

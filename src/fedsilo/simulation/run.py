@@ -16,7 +16,8 @@ import torch
 from fedsilo.client.factory import ModelCache, make_trainer
 from fedsilo.client.institution import Institution
 from fedsilo.config.build import build_schema
-from fedsilo.config.schema import RunConfig
+from fedsilo.config.schema import PrivacySection, RunConfig
+from fedsilo.data.checks import check_table
 from fedsilo.data.prepare import InstitutionSplit, local_data, pooled
 from fedsilo.engine.async_runner import AsyncHistory
 from fedsilo.engine.events import Listener
@@ -67,8 +68,8 @@ def run_simulation(cfg: RunConfig, phase: PhaseListener | None = None, write: bo
     if not tables:
         raise DataError("no institutions: the data source holds no table")
     schema = build_schema(cfg, next(iter(tables.values())))
-    for name, table in tables.items():
-        schema.check(table, f"institution '{name}'")
+    for name, table in tables.items():  # what each institution checks, before a run starts
+        check_table(table, schema, name)
     models = ModelCache()
     secret, public = _keys(cfg)
     institutions = {n: Institution(n, t, models, keys=secret) for n, t in sorted(tables.items())}
@@ -86,16 +87,16 @@ def run_simulation(cfg: RunConfig, phase: PhaseListener | None = None, write: bo
                               listener=phase("federated", cfg.run.rounds), keys=public,
                               recorder=recorder)
         comparison = _compare(cfg, institutions, session, phase) if cfg.run.compare else None
+        result = SimulationResult(cfg, session.history, comparison,
+                                  session.preprocessor.feature_names)
+        if recorder is not None:  # "finished" only once the model and results are on disk
+            write_results(result, recorder.folder)
     except BaseException:
         if recorder is not None:
             recorder.finish("failed")
         raise
     if recorder is not None:
         recorder.finish("finished", comparison.to_dict() if comparison else None)
-    result = SimulationResult(cfg, session.history, comparison,
-                              session.preprocessor.feature_names)
-    if recorder is not None:
-        write_results(result, recorder.folder)
     return result
 
 
@@ -114,9 +115,13 @@ def _compare(cfg: RunConfig, institutions: Mapping[str, Institution], fed: Sessi
              phase: PhaseListener) -> Comparison:
     """Same recipe (model, client work, server optimizer, rounds), other data: each
     institution alone with its own preprocessing, and all training rows pooled in one place.
-    Every model is scored on the same held-out rows as the federated one."""
+    Every model is scored on the same held-out rows as the federated one. The references
+    are trained without differential privacy (an institution alone, or a pooled table, needs
+    no protection from the others); under DP the same federation is also trained without it,
+    so that the cost of privacy shows."""
     schema, classes = fed.preprocessor.schema, fed.preprocessor.classes
-    alone = cfg.model_copy(update={  # one institution: nothing to hide, no one to distrust
+    no_dp = cfg.model_copy(update={"privacy": PrivacySection()})
+    alone = no_dp.model_copy(update={  # one institution: nothing to hide, no one to distrust
         "run": cfg.run.model_copy(update={"mode": "sync"}),  # references train synchronously
         "strategy": cfg.strategy.model_copy(update=_reference_strategy(cfg)),
         "aggregation": cfg.aggregation.model_copy(update={"secure": "none", "robust": "none",
@@ -138,10 +143,21 @@ def _compare(cfg: RunConfig, institutions: Mapping[str, Institution], fed: Sessi
     pool = run_session(alone, InProcessTransport({"pooled": everyone}), schema,
                        f"{cfg.run.name}/pooled", listener=phase("pooled", cfg.run.rounds),
                        evaluate_every=cfg.run.rounds, classes=classes)
+    without_dp = None
+    if cfg.privacy.mode != "none":  # same federation, same data, no noise and no clipping
+        plain = no_dp.model_copy(update={"aggregation": cfg.aggregation.model_copy(
+            update={"secure": "none"})})
+        members = {n: Institution(n, split=inst.split(fed.setup["data"]))
+                   for n, inst in institutions.items()}
+        session = run_session(plain, InProcessTransport(dict(members)), schema,
+                              f"{cfg.run.name}/no-dp",
+                              listener=phase("federated, no DP", cfg.run.rounds),
+                              evaluate_every=cfg.run.rounds, classes=classes)
+        without_dp = session.history.events[-1].evaluation
     sizes = {s.name: len(s.test) for s in splits}
     return build_comparison(PRIMARY[schema.task], sizes, local, local_everywhere,
                             fed.history.events[-1].evaluation,
-                            _score_everywhere(cfg, pool, splits))
+                            _score_everywhere(cfg, pool, splits), without_dp)
 
 
 def _reference_strategy(cfg: RunConfig) -> dict:

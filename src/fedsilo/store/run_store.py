@@ -59,12 +59,22 @@ class RunStore:
     """Args:
         url: an SQLAlchemy URL (sqlite:///path.db, postgresql+psycopg://user@host/db), a .db
             file or a results folder.
+        create: make an SQLite store that does not exist yet (runs do); False to only open
+            an existing one (the audit and the dashboard read what runs wrote).
+
+    Raises:
+        ConfigError: the store cannot be opened, or (create=False) there is no SQLite store
+            at that path (none is created).
     """
 
-    def __init__(self, url: str | Path) -> None:
+    def __init__(self, url: str | Path, create: bool = True) -> None:
         self.url = store_url(url)
         if self.url.startswith("sqlite:///"):
-            Path(self.url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            path = Path(self.url[len("sqlite:///"):])
+            if not create and not path.is_file():
+                raise ConfigError(f"no run store at {path} (a run creates it; --store names "
+                                  f"a results folder, a .db file or a database URL)")
+            path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.engine: Engine = create_engine(self.url, future=True)
             metadata.create_all(self.engine)

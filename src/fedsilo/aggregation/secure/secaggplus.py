@@ -35,6 +35,7 @@ import numpy as np
 from fedsilo.aggregation.base import Accumulator
 from fedsilo.aggregation.secure import crypto, shamir
 from fedsilo.aggregation.secure.fixedpoint import FixedPoint
+from fedsilo.aggregation.secure.threshold import check_cohort
 from fedsilo.aggregation.sum import add_into
 from fedsilo.core.params import ArraySpec, Params, ParamSpec, zeros
 from fedsilo.core.rng import generator
@@ -141,16 +142,12 @@ class SecAggPlus:
 
     def begin(self, acc: Accumulator, round: int, seed: int, cohort: list[str]) -> None:
         """Start the protocol for `round` over `cohort` (called by the engine)."""
-        k = len(cohort) - 1 if self.neighbours is None else self.neighbours
-        t = self.threshold
-        if t > min(k, len(cohort) - 1):
-            raise SecureAggregationAborted(f"secagg+: threshold {t} needs at least {t + 1} "
-                                           f"institutions, {len(cohort)} in the cohort")
-        if 2 * t <= min(k, len(cohort) - 1):
-            raise ConfigError(f"secagg+: threshold {t} must exceed half the neighbourhood "
-                              f"({min(k, len(cohort) - 1)})")
+        try:
+            check_cohort(self.threshold, self.neighbours, len(cohort))
+        except (SecureAggregationAborted, ConfigError) as e:
+            raise type(e)(f"secagg+: {e}") from None
         self.fixed.check_headroom(len(cohort))
-        acc.extra["secagg"] = ServerRound(round, seed, t, sorted(cohort))
+        acc.extra["secagg"] = ServerRound(round, seed, self.threshold, sorted(cohort))
 
     def stage_requests(self, stage: str, acc: Accumulator,
                        alive: list[str]) -> dict[str, dict[str, Any]]:

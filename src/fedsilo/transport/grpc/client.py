@@ -1,7 +1,9 @@
 """The institution's side of deployment: connect out, pull tasks, push replies.
 
 Connection loss is retried with exponential backoff (with jitter); a refusal of identity is
-final (AuthenticationError). `stop` (set on SIGTERM) ends the loop after the current task.
+final (AuthenticationError), and so is a server certificate this kit cannot verify
+(ConfigError: the TLS handshake fails on our side, at the first contact). `stop` (set on
+SIGTERM) ends the loop after the current task.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable
 import grpc
 
 from fedsilo.core.messages import Reply, Task
-from fedsilo.errors import AuthenticationError, TransportError
+from fedsilo.errors import AuthenticationError, ConfigError, TransportError
 from fedsilo.transport import serde
 from fedsilo.transport.grpc import fedsilo_pb2 as pb
 from fedsilo.transport.grpc.server import OPTIONS, SERVICE
@@ -54,6 +56,8 @@ def run_institution(address: str, handle: Callable[[Task], Reply],
         The number of tasks answered.
     Raises:
         AuthenticationError: the server refused this institution's identity.
+        ConfigError: we refused the server's certificate in the TLS handshake (not from
+            this kit's CA, or not for that host name).
         TransportError: the server stayed unreachable for `give_up_after` seconds.
     """
     stop = stop or threading.Event()
@@ -80,6 +84,9 @@ def run_institution(address: str, handle: Callable[[Task], Reply],
             code = e.code()  # type: ignore[attr-defined]
             if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
                 raise AuthenticationError(f"server refused us: {e.details()}") from None  # type: ignore[attr-defined]
+            refusal = handshake_refusal(address, e.details() or "")  # type: ignore[attr-defined]
+            if refusal is not None:
+                raise ConfigError(refusal) from None
             delay = backoff.next()
             failing += delay
             if give_up_after is not None and failing > give_up_after:
@@ -90,6 +97,28 @@ def run_institution(address: str, handle: Callable[[Task], Reply],
         finally:
             channel.close()
     return answered
+
+
+# what gRPC's status details say when we refuse the server's certificate -> what it means
+REFUSALS = {
+    "Tls handshake failed": "its certificate is not from this kit's CA (a kit of another "
+                            "project, or the server runs another project's kit)",
+    "Hostname Verification Check failed": "its certificate is not for that host name (use "
+                                          "the server name the kits were provisioned with)",
+}
+
+
+def handshake_refusal(address: str, details: str) -> str | None:
+    """Why we refused the server in the TLS handshake, from gRPC's status details (e.g.
+    "... Tls handshake failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: ...: certificate
+    signature failure"), or None for any other failure (retried): a server certificate this
+    kit cannot verify is not a passing fault, no retry mends it."""
+    for marker, meaning in REFUSALS.items():
+        if marker in details:
+            why = details.split(marker, 1)[1].strip(" :.").removesuffix(": OK")
+            return (f"TLS handshake with the server at {address} failed: {meaning}"
+                    + (f"; {why}" if why else ""))
+    return None
 
 
 class Stub:
