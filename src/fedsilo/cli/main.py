@@ -21,7 +21,7 @@ from fedsilo.cli.deploy import add_parsers as add_deploy_parsers
 from fedsilo.cli.deploy import client_cmd, provision_cmd, server_cmd
 from fedsilo.cli.ops import add_parsers as add_ops_parsers
 from fedsilo.cli.ops import audit_cmd, dashboard_cmd
-from fedsilo.errors import ConfigError, DataError, FedsiloError
+from fedsilo.errors import AggregationError, ConfigError, DataError, FedsiloError
 
 if TYPE_CHECKING:
     from fedsilo.config.schema import RunConfig
@@ -125,6 +125,9 @@ def _run(path: Path, args: argparse.Namespace, console: Console) -> int:
 
 def _trained(cfg: RunConfig, result: SimulationResult, metric: str) -> str:
     """One line on what the federated run did: its metric, and why it stopped early if so."""
+    if metric not in result.final:
+        raise AggregationError(f"no institution could evaluate the final model ({metric}); "
+                               f"see the warnings above")
     value = f"federated {metric} {result.final[metric]:.4f} (weighted by test rows)"
     planned = cfg.run.rounds
     done = len(result.history.events)

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from fedsilo.aggregation.secure.threshold import check_cohort
 from fedsilo.algorithms.sampling import cohort_size
 from fedsilo.errors import ConfigError, FedsiloError
+from fedsilo.limits import MAX_COLUMNS, MAX_INSTITUTIONS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -56,7 +57,7 @@ class InstitutionSource(_Section):
 class PartitionSection(_Section):
     path: str
     method: Literal["iid", "dirichlet", "quantity", "column"] = "iid"
-    institutions: int | None = Field(default=None, ge=1)
+    institutions: int | None = Field(default=None, ge=1, le=MAX_INSTITUTIONS)
     alpha: float = Field(default=0.5, gt=0)
     column: str | None = None
     merge: dict[str, str] = {}
@@ -76,12 +77,12 @@ class DataSection(_Section):
     numeric: list[str] | None = None
     categorical: list[str] = []
     exclude: list[str] = []
-    columns: list[str] | None = None
+    columns: list[str] | None = Field(default=None, max_length=MAX_COLUMNS)
     na_values: list[str] = ["?", ""]
     positive_above: float | None = None
     scale_target: bool = True
     test_fraction: float = Field(default=0.25, gt=0, lt=1)
-    institutions: list[InstitutionSource] = []
+    institutions: list[InstitutionSource] = Field(default=[], max_length=MAX_INSTITUTIONS)
     partition: PartitionSection | None = None
 
     @model_validator(mode="after")

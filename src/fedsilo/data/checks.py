@@ -13,6 +13,7 @@ from fedsilo.data.schema import Schema
 from fedsilo.errors import DataError
 
 MIN_ROWS = 2  # one training row and one test row
+MAX_ABS = 1e100  # larger numbers overflow the shared sums of squares (float64)
 
 
 def describe(institution: str, frame: pd.DataFrame) -> str:
@@ -39,6 +40,8 @@ def check_table(frame: pd.DataFrame, schema: Schema, institution: str) -> None:
     where = describe(institution, frame)
     schema.check(frame, where)
     problems = [p for c in schema.numeric if (p := _feature_problem(frame[c], c, where))]
+    problems += [p for c in (*schema.numeric, schema.target)
+                 if not problems and (p := _range_problem(frame[c], c, where))]
     target = frame[schema.target]
     numeric_target = ("data.positive_above" if schema.positive_above is not None
                       else "a regression target" if schema.task == "regression" else None)
@@ -64,3 +67,13 @@ def _feature_problem(values: pd.Series, column: str, where: str) -> str | None:
                 f"data.categorical or data.exclude")
     return (f"{head} {text} row(s): numeric columns hold numbers (list a missing-value marker "
             f"in data.na_values)")
+
+
+def _range_problem(values: pd.Series, column: str, where: str) -> str | None:
+    """Infinite or huge numbers: they would overflow everyone's preprocessing."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = int((numbers.abs() > MAX_ABS).sum())
+    if not bad:
+        return None
+    return (f"column '{column}' of {where} has {bad} row(s) with infinite values or magnitudes "
+            f"above {MAX_ABS:g}: rescale them or list them as missing in data.na_values")

@@ -54,6 +54,13 @@ class Schema:
     def check(self, frame: pd.DataFrame, where: str) -> None:
         """Raise DataError naming every declared column that `frame` lacks."""
         missing = [c for c in (*self.features, self.target) if c not in frame.columns]
-        if missing:
-            raise DataError(f"{where}: missing column(s) {missing}; "
-                            f"columns present: {list(frame.columns)}")
+        if missing:  # the present names are not echoed: a header-less file's are data
+            raise DataError(f"{where}: missing column(s) {names(missing)} of the "
+                            f"{len(frame.columns)} it has (a file without a header line "
+                            f"needs data.columns)")
+
+
+def names(items: list[str], shown: int = 10) -> str:
+    """A list for a message: the first `shown` items, then how many more."""
+    head = repr(items[:shown])
+    return head if len(items) <= shown else f"{head[:-1]}, ... {len(items) - shown} more]"
