@@ -17,11 +17,12 @@ from tests.integration.helpers import FILES, free_port, heart_config, institutio
 
 pytestmark = pytest.mark.integration
 NAMES = list(FILES)
+PLAIN = {"secure": "none"}  # these runs train plain FedAvg: the kits' policies allow it
 
 
 def test_kill_9_server_then_resume_equals_an_uninterrupted_run(tmp_path):
     kits = tmp_path / "kits"
-    provision(Project("heart", "localhost", tuple(NAMES)), kits)
+    provision(Project("heart", "localhost", tuple(NAMES), policy=PLAIN), kits)
     config = heart_config(tmp_path, rounds=8, compare=False, checkpoint_every=1)
     port = free_port()
     first = server(kits, config, port, tmp_path)

@@ -183,6 +183,8 @@ def _print_round(console: Console, ev: object) -> None:
 
 def client_cmd(args: argparse.Namespace, console: Console) -> int:
     from fedsilo.client.institution import Institution
+    from fedsilo.client.policy import FILENAME as POLICY
+    from fedsilo.client.policy import SitePolicy
     from fedsilo.data.loading import read_table
     from fedsilo.transport.grpc.client import run_institution
     from fedsilo.transport.grpc.tls import client_credentials, kit_info
@@ -206,7 +208,12 @@ def client_cmd(args: argparse.Namespace, console: Console) -> int:
     address = args.address or f"{info['server']}:{info.get('port', 8443)}"
     console.print(f"institution '{name}' connecting to {address}")
     start = time.monotonic()
-    institution = Institution(name, table, keys=_kit_keys(args.kit, "ckks.secret"))
+    policy = SitePolicy.load(args.kit / POLICY)
+    console.print(f"site policy {args.kit / POLICY}: requires {policy.secure}"
+                  + (f", ε ≤ {policy.max_epsilon}" if policy.max_epsilon else ""),
+                  highlight=False)
+    institution = Institution(name, table, keys=_kit_keys(args.kit, "ckks.secret"),
+                              policy=policy)
     answered = run_institution(address, institution.handle,
                                None if args.insecure else client_credentials(args.kit),
                                name=name, stop=stop, give_up_after=args.give_up_after)

@@ -8,6 +8,7 @@ and the aggregator spec. A restarted institution rebuilds everything from its ne
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -18,6 +19,7 @@ import pandas as pd
 from fedsilo.aggregation.build import build_aggregator
 from fedsilo.client.client import Client
 from fedsilo.client.factory import ModelCache, make_trainer
+from fedsilo.client.policy import PolicyRefused, SitePolicy
 from fedsilo.core.messages import ErrorInfo, Reply, Task, TaskKind
 from fedsilo.data.prepare import InstitutionSplit, local_data, split_institutions
 from fedsilo.data.preprocessing import LocalStatistics, Preprocessor
@@ -35,12 +37,16 @@ class Institution:
         models: where torch models come from (simulation shares one cache).
         split: a fixed train/test split, instead of splitting `table` (pooled reference).
         keys: local key material that never travels (the consortium's CKKS secret context).
+        policy: the institution's site policy; every task is checked against it before any
+            work (None: no checks, as in a simulation where one party plays everyone).
     """
 
     def __init__(self, name: str, table: pd.DataFrame | TableSource | None = None,
                  models: ModelCache | None = None, split: InstitutionSplit | None = None,
-                 keys: Mapping[str, bytes] | None = None):
+                 keys: Mapping[str, bytes] | None = None, policy: SitePolicy | None = None):
         self.name = name
+        self.policy = policy
+        self._trained: dict[str, int] = {}  # fit tasks answered, per run
         self._table = table
         self._fixed = split
         self._keys = dict(keys or {})
@@ -52,11 +58,31 @@ class Institution:
         if task.kind is TaskKind.PREPARE:
             return self._prepare(task)
         try:
+            self._check_policy(task)
             client = self._client(task.config)
         except FedsiloError as e:
             return Reply(task.task_id, self.name, task.round, task.model_version, 0,
                          error=ErrorInfo(e.code, str(e)))
-        return client.handle(task)
+        reply = client.handle(task)
+        if self.policy is not None and task.kind is TaskKind.FIT and reply.ok:
+            self._trained[task.run_id] = self._trained.get(task.run_id, 0) + 1
+        if self.policy is not None and task.kind is TaskKind.EVALUATE:
+            reply = dataclasses.replace(reply, metrics=self.policy.allowed_metrics(reply.metrics))
+        return reply
+
+    def _check_policy(self, task: Task) -> None:
+        """Refuse (and log here) a task the site policy does not allow."""
+        if self.policy is None:
+            return
+        try:
+            if task.kind is TaskKind.EVALUATE:
+                self.policy.check_evaluate(task.config, task.round)
+            else:
+                self.policy.check_fit(task.config, task.round,
+                                      self._trained.get(task.run_id, 0), self.name)
+        except PolicyRefused as e:
+            log.warning("institution '%s' refused task %s: %s", self.name, task.task_id, e)
+            raise
 
     def split(self, config: Mapping[str, Any]) -> InstitutionSplit:
         """This institution's train/test split for the run described by `config`."""

@@ -84,7 +84,8 @@ def run_setup(cfg: RunConfig, prepare: Mapping[str, Any], preprocessor: Preproce
     """What every task carries so an institution can build its client: how to read and split
     its data, the fitted preprocessing, the model and the aggregator's client half."""
     return {"data": dict(prepare), "preprocessor": preprocessor.to_dict(),
-            "model": model_spec(cfg), "aggregator": aggregator_spec(cfg, institutions)}
+            "model": model_spec(cfg), "aggregator": aggregator_spec(cfg, institutions),
+            "strategy": cfg.strategy.name}
 
 
 def build_strategy(cfg: RunConfig, setup: Mapping[str, Any] | None = None,

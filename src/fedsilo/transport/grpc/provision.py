@@ -4,7 +4,7 @@ key per institution, written as startup kits (after NVFlare's provisioning).
 ```
 OUT/ca/            ca.pem, ca.key            the CA key stays with the project admin
 OUT/server/        ca.pem, server.pem, server.key, crl.pem, project.json [, ckks.public]
-OUT/<institution>/ ca.pem, client.pem, client.key, project.json [, ckks.secret]
+OUT/<institution>/ ca.pem, client.pem, client.key, project.json, policy.toml [, ckks.secret]
 ```
 An institution's identity is the common name of its certificate. Revoking adds the
 certificate's serial number to the CA-signed revocation list the server checks.
@@ -17,14 +17,17 @@ import ipaddress
 import json
 import re
 import sys
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from fedsilo.client.policy import write_policy
 from fedsilo.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -43,14 +46,17 @@ class Project:
     valid_days: int = 365
     port: int = 8443
     ckks: bool = False
+    policy: Mapping[str, Any] = field(default_factory=dict)  # overrides of the safe defaults
 
     @classmethod
     def load(cls, path: str | Path) -> Project:
-        """Read PROJECT.toml: [project] name, server, institutions, valid_days."""
+        """Read PROJECT.toml: [project] name, server, institutions, valid_days; [policy] the
+        site policy every institution's kit starts from (each institution edits its own)."""
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"project file not found: {p}")
-        raw = tomllib.loads(p.read_text()).get("project")
+        document = tomllib.loads(p.read_text())
+        raw = document.get("project")
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: missing [project] table")
         unknown = set(raw) - {"name", "server", "port", "institutions", "valid_days", "ckks"}
@@ -63,7 +69,7 @@ class Project:
                               f"'.', '_', '-' (got {list(insts)})")
         return cls(str(raw.get("name", "fedsilo")), str(raw.get("server", "localhost")),
                    insts, int(raw.get("valid_days", 365)), int(raw.get("port", 8443)),
-                   bool(raw.get("ckks", False)))
+                   bool(raw.get("ckks", False)), dict(document.get("policy", {})))
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -165,6 +171,8 @@ def provision(project: Project, out: str | Path) -> Path:
                 "name": who,
                 "institutions": list(project.institutions)}
         (kit / "project.json").write_text(json.dumps(meta, indent=2))
+        if who != "server":
+            write_policy(kit, project.policy)
     _write(root / "server" / "crl.pem", write_crl(ca_key, ca, []))
     if project.ckks:  # the consortium's CKKS key: secret to institutions, public to server
         from fedsilo.aggregation.secure.ckks import new_keys
