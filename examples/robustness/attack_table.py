@@ -14,7 +14,8 @@ import pandas as pd
 from fedsilo.config.schema import parse_config
 from fedsilo.simulation.run import run_simulation
 
-RULES = (("FedAvg (weighted mean)", {}),
+RULES = (("FedAvg (weighted mean), default bound off", {"default_bound": False}),
+         ("FedAvg with the default bound (5 × median)", {}),
          ("coordinate median", {"robust": "median"}),
          ("trimmed mean, β = 0.2", {"robust": "trimmed_mean", "trim_fraction": 0.2}),
          ("Krum, f = 2", {"robust": "krum", "byzantine": 2}),
@@ -51,7 +52,9 @@ def main() -> None:
     tables = digits_tables()
     print("| aggregation | tolerates (K = 10) | " + " | ".join(a for a, _ in ATTACKS) + " |")
     print("|---|---|" + "---:|" * len(ATTACKS))
-    tolerance = {"FedAvg (weighted mean)": "0", "coordinate median": "4 (f < K/2)",
+    tolerance = {"FedAvg (weighted mean), default bound off": "0",
+                 "FedAvg with the default bound (5 × median)": "bounds each one's pull",
+                 "coordinate median": "4 (f < K/2)",
                  "trimmed mean, β = 0.2": "2 (⌊βK⌋)", "Krum, f = 2": "2 (K ≥ 2f+3)",
                  "multi-Krum, f = 2, m = 8": "2 (K ≥ 2f+3)",
                  "norm bounding, M = 1": "bounds each one's pull"}

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fedsilo.algorithms.admission import Admission
 from fedsilo.algorithms.fedavg import fedavg
 from fedsilo.client.factory import make_trainer
 from fedsilo.client.local_data import LocalData
@@ -109,9 +110,10 @@ def run_session(cfg: RunConfig, transport: ServerTransport, schema: Schema, run_
     """
     cfg.check_institutions(len(transport.clients()))
     prepare = prepare_config(schema, read or {}, cfg.data.test_fraction, cfg.run.seed)
-    pre, rows = federated_preprocessing(transport, prepare, run_id, cfg.strategy.min_clients,
-                                        timeout, classes)
-    setup = run_setup(cfg, prepare, pre, len(rows))
+    pre, admission = federated_preprocessing(transport, prepare, run_id,
+                                             cfg.strategy.min_clients, timeout, classes,
+                                             cfg.data.max_levels)
+    setup = run_setup(cfg, prepare, pre, len(admission.train_rows))
     bus = EventBus()
     if recorder is not None:
         bus.subscribe(recorder)
@@ -126,20 +128,20 @@ def run_session(cfg: RunConfig, transport: ServerTransport, schema: Schema, run_
     if cfg.run.mode == "async":
         if resume:
             raise ConfigError("--resume continues synchronous runs only")
-        history = _run_async(cfg, transport, setup, keys, initial, settings, bus)
+        history = _run_async(cfg, transport, setup, keys, initial, settings, bus, admission)
     else:
         start = recorder.resume() if recorder is not None and resume else None
-        history = run_sync(build_strategy(cfg, setup, keys), transport, initial, settings, bus,
-                           start=start,
+        strategy = replace(build_strategy(cfg, setup, keys), admission=admission)
+        history = run_sync(strategy, transport, initial, settings, bus, start=start,
                            on_commit=recorder.checkpoint if recorder is not None else None)
-    return SessionResult(history, pre, setup, rows)
+    return SessionResult(history, pre, setup, dict(admission.train_rows))
 
 
 def _run_async(cfg: RunConfig, transport: ServerTransport, setup: dict[str, Any],
                keys: Mapping[str, bytes] | None, initial: Params, settings: RunSettings,
-               bus: EventBus) -> AsyncHistory:
+               bus: EventBus, admission: Admission) -> AsyncHistory:
     """FedAsync / FedBuff: under the virtual clock in simulation, the wall clock otherwise."""
-    strategy = build_async_strategy(cfg, setup, keys)
+    strategy = replace(build_async_strategy(cfg, setup, keys), admission=admission)
     timeout = (None if settings.round_timeout is None
                else settings.round_timeout * settings.rounds)
     a = AsyncSettings(settings.run_id, settings.seed, settings.rounds, settings.evaluate_every,
@@ -148,9 +150,10 @@ def _run_async(cfg: RunConfig, transport: ServerTransport, setup: dict[str, Any]
     if cfg.aggregation.secure != "none":
         if not isinstance(transport, InProcessTransport):
             raise ConfigError("secure FedBuff runs in simulation only (not yet over gRPC)")
-        group = fedavg({**client_settings(cfg), "setup": dict(setup)},
-                       aggregator=strategy.aggregator,
-                       optimizer=sgd(cfg.strategy.server_lr or 1.0), name="fedbuff")
+        group = replace(fedavg({**client_settings(cfg), "setup": dict(setup)},
+                               aggregator=strategy.aggregator,
+                               optimizer=sgd(cfg.strategy.server_lr or 1.0), name="fedbuff"),
+                        admission=admission)
         return run_secure_fedbuff(group, transport, initial, a, build_clock(cfg),
                                   strategy.staleness, cfg.strategy.buffer_size, bus)
     if isinstance(transport, InProcessTransport):

@@ -92,3 +92,118 @@ def test_continuing_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path, make
     assert [e.round for e in resumed.events] == [3, 4, 5, 6]
     for name in whole.params:
         np.testing.assert_array_equal(resumed.params[name], whole.params[name])
+
+
+# --resume of a damaged or missing checkpoint: exit 2, nothing deleted ------------------------
+@pytest.fixture
+def crashed(tmp_path):
+    """A 3-round run recorded with its checkpoints, then marked unfinished (as a crash
+    leaves it); the server kit and config that `fedsilo server --resume` would use."""
+    from sqlalchemy import text
+
+    from fedsilo.config.schema import load_config
+    from fedsilo.simulation.run import run_simulation
+    from fedsilo.store.run_store import RunStore
+    from fedsilo.transport.grpc.provision import Project, provision
+    from tests.integration.helpers import FILES, heart_config
+
+    provision(Project("heart", "localhost", tuple(FILES)), tmp_path / "kits")
+    config = heart_config(tmp_path, rounds=3, compare=False, checkpoint_every=1)
+    cfg = load_config(config)
+    cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={
+        "output_dir": str(tmp_path / "results")})})
+    folder = run_simulation(cfg).output_dir
+    store = RunStore(tmp_path / "results")
+    with store.engine.begin() as db:
+        db.execute(text("UPDATE runs SET status = 'running'"))
+    args = ["server", "--kit", str(tmp_path / "kits" / "server"), "--config", str(config),
+            "--address", "127.0.0.1:0", "--output", str(tmp_path / "results"), "--resume",
+            "--wait", "0"]
+    return folder, store, args
+
+
+def _untouched(store, folder):
+    data = store.run(folder.name)
+    assert [r["round"] for r in data["rounds"]] == [1, 2, 3] and data["status"] == "running"
+    assert [e["kind"] for e in data["events"]] == ["start", "finished"]  # no "resume"
+    assert store.verify(folder.name).ok
+
+
+@pytest.mark.parametrize("damage", [b"", b"PK\x03\x04 not a zip", None],
+                         ids=["empty", "garbage", "truncated"])
+def test_resume_from_a_damaged_checkpoint_is_exit_2_and_keeps_the_rounds(crashed, damage,
+                                                                          capsys, monkeypatch):
+    from tests.store.helpers import cli
+
+    folder, store, args = crashed
+    path = folder / "checkpoint.npz"
+    path.write_bytes(path.read_bytes()[:200] if damage is None else damage)
+    code, out = cli(capsys, monkeypatch, *args)  # --wait 0: it stops before waiting
+    assert code == 2, out
+    assert f"checkpoint {path} cannot be read" in out
+    assert "Restore it from a backup, or start the run again without --resume" in out
+    assert "pickle" not in out and "Traceback" not in out
+    _untouched(store, folder)
+
+
+def test_resume_without_a_checkpoint_is_exit_2_and_keeps_the_rounds(crashed, capsys,
+                                                                   monkeypatch):
+    from tests.store.helpers import cli
+
+    folder, store, args = crashed
+    (folder / "checkpoint.npz").unlink()
+    code, out = cli(capsys, monkeypatch, *args)
+    assert code == 2, out
+    assert f"--resume: no checkpoint at {folder / 'checkpoint.npz'} for run {folder.name}" in out
+    assert "start the run again without --resume" in out
+    _untouched(store, folder)
+
+
+def test_a_checkpoint_of_another_kind_is_refused_by_name(tmp_path):
+    from fedsilo.errors import ConfigError
+
+    np.savez(tmp_path / "checkpoint.npz", __meta__=np.frombuffer(
+        b'{"round": 2, "state": {"__dataclass__": "Popen", "fields": {}}}', dtype=np.uint8))
+    with pytest.raises(ConfigError, match="cannot be read \\(KeyError\\)"):
+        load_checkpoint(tmp_path)
+
+
+def test_resume_drops_only_the_rounds_after_its_checkpoint_and_records_the_rest(tmp_path):
+    """A run recorded 3 rounds but its checkpoint holds round 2 (it crashed between the two
+    writes): --resume drops round 3, runs rounds 3-4 again, and the chain verifies."""
+    import shutil
+
+    from sqlalchemy import text
+
+    from fedsilo.client.institution import Institution
+    from fedsilo.config.build import build_schema
+    from fedsilo.session import run_session
+    from fedsilo.simulation.institutions import load_tables
+    from fedsilo.simulation.run import run_simulation
+    from fedsilo.store.recorder import unfinished_run
+    from fedsilo.store.run_store import RunStore
+    from fedsilo.transport.inprocess import InProcessTransport
+    from tests.store.helpers import at_rounds, heart
+
+    saved = tmp_path / "round-2.npz"
+    keep = {3: lambda: shutil.copy(next(tmp_path.glob("*/checkpoint.npz")), saved)}
+    folder = run_simulation(heart(tmp_path, rounds=3), phase=at_rounds(keep)).output_dir
+    shutil.copy(saved, folder / "checkpoint.npz")
+    store = RunStore(tmp_path)
+    with store.engine.begin() as db:
+        db.execute(text("UPDATE runs SET status = 'running'"))
+
+    cfg = heart(tmp_path, rounds=4)
+    recorder = unfinished_run(cfg)
+    assert recorder.run_id == folder.name and recorder.resume_point().round == 2
+    tables = load_tables(cfg)
+    institutions = {n: Institution(n, t) for n, t in sorted(tables.items())}
+    session = run_session(cfg, InProcessTransport(dict(institutions)),
+                          build_schema(cfg, next(iter(tables.values()))), cfg.run.name,
+                          recorder=recorder, resume=True)
+    recorder.finish()
+    assert [e.round for e in session.history.events] == [3, 4]
+    data = store.run(folder.name)
+    assert [r["round"] for r in data["rounds"]] == [1, 2, 3, 4]
+    assert [e["kind"] for e in data["events"]] == ["start", "finished", "resume", "finished"]
+    assert store.verify(folder.name).ok and load_checkpoint(folder).round == 4

@@ -4,10 +4,6 @@ local / federated / pooled table, the audit badge — and a running run updating
 
 from __future__ import annotations
 
-import shutil
-import time
-from pathlib import Path
-
 import pytest
 
 from fedsilo.config.schema import load_config
@@ -16,15 +12,9 @@ from fedsilo.engine.events import RoundEvent
 from fedsilo.simulation.run import run_simulation
 from fedsilo.store.run_store import RunStore
 from tests.conftest import EXAMPLES
+from tests.store.helpers import SHOTS, needs_chromium, wait_for
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-SHOTS = Path(__file__).resolve().parents[2] / "results" / "screenshots"
-
-pytestmark = [pytest.mark.integration, pytest.mark.skipif(
-    not (Path(CHROMIUM).exists() and Path(DRIVER).exists()),
-    reason="Debian's chromium and chromium-driver are not installed (scripts/setup-tests.sh "
-           "installs them where apt-get is available)")]
+pytestmark = [pytest.mark.integration, needs_chromium]
 
 
 @pytest.fixture(scope="module")
@@ -37,34 +27,6 @@ def store(tmp_path_factory):
                                                   "deterministic_noise": True})})
     run_simulation(cfg)
     return RunStore(out)
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    opts = Options()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--window-size=1500,1100",
-                f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
-    yield driver
-    driver.quit()
-
-
-def wait_for(predicate, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not met within the time limit")
 
 
 def test_dashboard_shows_a_finished_run(store, browser):

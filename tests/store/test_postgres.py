@@ -94,3 +94,67 @@ def test_a_run_recorded_in_postgres_reads_back_and_verifies(postgres_url, tmp_pa
                         "WHERE round = 2 AND institution = 'cleveland'"))
     verdict = store.verify(run_id)
     assert not verdict.ok and "round 2" in verdict.problem
+
+
+def _with_password(url: str, password: str) -> str:
+    return url.replace("postgres@", f"postgres:{password}@")  # trust auth: not checked
+
+
+def test_long_names_and_nan_metrics_do_not_break_a_postgres_store(postgres_url):
+    """PostgreSQL enforces column sizes (a 100-character metric name raised
+    StringDataRightTruncation) and stores NaN where SQLite cannot: neither gets through."""
+    from tests.store.helpers import event
+
+    store = RunStore(postgres_url)
+    store.start_run("long", "long", {}, "sync", "fedavg", "accuracy")
+    inst = "hospital-" * 30
+    store.record("long", event(1, {inst: {"m" * 100: 0.5, "accuracy": float("nan")},
+                                   "b": {"accuracy": float("inf")}},
+                               {"accuracy": float("nan")}, {"aggregator": {"epsilon": 1.5}}))
+    data = store.run("long")
+    assert [(len(m["institution"]), len(m["name"])) for m in data["institution_metrics"]] == \
+        [(200, 80)]
+    assert data["rounds"][0]["federated"] == {"accuracy": None}
+    assert store.verify("long").ok
+
+
+def test_the_dashboard_serves_strict_json_from_nan_in_postgres(postgres_url):
+    import json
+    import urllib.request
+
+    from fedsilo.dashboard.server import Dashboard
+    from tests.store.helpers import event
+
+    store = RunStore(postgres_url)
+    store.start_run("nan", "nan", {}, "sync", "fedavg", "accuracy")
+    store.record("nan", event(1, {"a": {"accuracy": 0.5}}))
+    with store.engine.begin() as db:  # a value an older version let through
+        db.execute(text("UPDATE rounds SET epsilon = 'NaN'::float8, seconds = 'Infinity' "
+                        "WHERE run_id = 'nan'"))
+        db.execute(text("UPDATE institution_metrics SET value = 'NaN'::float8 "
+                        "WHERE run_id = 'nan'"))
+    board = Dashboard(store, port=0).start()
+    try:
+        body = urllib.request.urlopen(f"{board.url}api/runs/nan", timeout=120).read()
+    finally:
+        board.stop()
+    data = json.loads(body, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert data["rounds"][0]["epsilon"] is None and data["rounds"][0]["seconds"] is None
+    assert data["institution_metrics"][0]["value"] is None
+
+
+def test_the_password_of_a_postgres_url_is_never_shown(postgres_url, tmp_path, capsys,
+                                                       monkeypatch):
+    from tests.store.helpers import cli
+
+    password = "Pw-never-shown-7"
+    url = _with_password(postgres_url, password)
+    store = RunStore(url)
+    assert password not in store.url and ":***@" in store.url
+    code, out = cli(capsys, monkeypatch, "audit", "verify", "x", "--store", url)
+    assert code == 2 and f"no run 'x' in {store.url}" in out and password not in out
+    store.start_run("pw", "pw", {"store": {"url": url}}, "sync", "fedavg", "accuracy")
+    assert store.run("pw")["config"]["store"]["url"] == store.url  # as the dashboard serves it
+    with store.engine.connect() as db:
+        assert password not in db.execute(text("SELECT config FROM runs WHERE run_id = 'pw'")
+                                           ).scalar()

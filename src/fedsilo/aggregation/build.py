@@ -20,7 +20,8 @@ def build_aggregator(spec: Mapping[str, Any], keys: Mapping[str, bytes] | None =
     sum being PlainSum or, with "secure", a secure sum (weights applied before masking).
     {"layer": "median" | "trimmed_mean" | "krum" | "multikrum", ...} -> a robust rule instead
     of the mean. "norm_bound": M wraps either in server-side norm bounding.
-    `keys` is local key material that never travels in a spec (the CKKS context)."""
+    `keys` is local key material that never travels in a spec (the CKKS context; SecAgg+'s
+    identity: ca.pem, client.key, client.pem)."""
     layer = spec.get("layer", "mean")
     if layer not in ("mean", *ROBUST_RULES):
         raise ConfigError(f"aggregator layer '{layer}' is unknown; known: "
@@ -31,7 +32,20 @@ def build_aggregator(spec: Mapping[str, Any], keys: Mapping[str, bytes] | None =
         from fedsilo.aggregation.robust import NormBound
 
         out = NormBound(float(spec["norm_bound"]), out)
+    elif default_bound(spec):  # a plain mean, unless "default_bound": false
+        from fedsilo.aggregation.robust import MedianNormBound
+
+        out = MedianNormBound(out)
     return out
+
+
+def default_bound(spec: Mapping[str, Any]) -> bool:
+    """Whether a stack gets the default bound (robust.MedianNormBound): a mean the server sees
+    each update of (no secure sum), not already bounded by DP clipping or norm_bound, and not
+    switched off."""
+    return (spec.get("layer", "mean") == "mean" and not spec.get("secure")
+            and not spec.get("privacy") and spec.get("norm_bound") is None
+            and bool(spec.get("default_bound", True)))
 
 
 def _check_stack(spec: Mapping[str, Any]) -> None:
@@ -87,7 +101,7 @@ def build_noise(p: Mapping[str, Any], inner: Layer) -> Layer:
             raise ConfigError(f"privacy: adaptive clipping needs 2·clip_count_stddev > "
                               f"noise_multiplier ({2 * bit} <= {z})")
         multiplier = (z**-2 - (2 * bit) ** -2) ** -0.5
-    accountant = Accountant(z, float(p.get("sampling_rate", 1.0)), float(p["delta"]))
+    accountant = Accountant.public_cohort(z, float(p["delta"]))
     seed, norm = p.get("deterministic"), float(p["clip_norm"])
     if p["mode"] == "central":
         return GaussianNoise(multiplier, inner, accountant, bit, seed, norm)
@@ -116,6 +130,6 @@ def build_sum(secure: Mapping[str, Any] | None, keys: Mapping[str, bytes]) -> La
         return SecAggPlus(int(secure["threshold"]), neighbours,
                           FixedPoint(int(secure.get("frac_bits", 24)),
                                      float(secure.get("max_abs", 2.0**30)),
-                                     int(secure.get("ring_bits", 64))))
+                                     int(secure.get("ring_bits", 64))), keys)
     raise ConfigError(f"aggregation.secure '{protocol}' is unknown; known: ['secagg+', "
                       f"'secagg', 'ckks']")

@@ -39,10 +39,14 @@ class WeightedMean(Delegating):
                context: dict[str, Any]) -> Params:
         if num_examples <= 0:
             raise MalformedUpdate(f"mean: num_examples must be > 0, got {num_examples}")
-        w = float(num_examples) if self.weighted else 1.0
+        w = self.weight(num_examples)
         weighted = {n: (u * w).astype(u.dtype, copy=False) for n, u in update.items()}
         weighted[WEIGHT_KEY] = np.array([w], dtype=np.float64)
         return self.inner.encode(weighted, num_examples, config, context)
+
+    def weight(self, num_examples: int) -> float:
+        """The weight of a contribution of `num_examples` examples."""
+        return float(num_examples) if self.weighted else 1.0
 
     def zero(self, spec: ParamSpec) -> Accumulator:
         return self.inner.zero({**spec, WEIGHT_KEY: ArraySpec((1,), np.dtype(np.float64))})
@@ -55,3 +59,13 @@ class WeightedMean(Delegating):
         mean = {n: np.divide(s, total, out=s, casting="unsafe")  # in place: one model in memory
                 for n, s in sums.items() if n != WEIGHT_KEY}
         return state, mean, {**metrics, "total_weight": total}
+
+
+def find_mean(layer: Any) -> WeightedMean | None:
+    """The weighted mean of a stack, if it has one (the server derives each contribution's
+    weight from it and the example count, instead of trusting the weight sent)."""
+    while layer is not None:
+        if isinstance(layer, WeightedMean):
+            return layer
+        layer = getattr(layer, "inner", None)
+    return None

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fedsilo.aggregation.base import Accumulator, Layer
-from fedsilo.algorithms.base import Rejection, fold_into
+from fedsilo.algorithms.admission import Admission
+from fedsilo.algorithms.base import Rejection, expected_reply, fold_into
 from fedsilo.algorithms.staleness import Staleness
 from fedsilo.core.messages import Reply, Task, TaskKind
 from fedsilo.core.params import Params, ParamSpec, check_like, global_norm, spec_of
@@ -69,6 +70,7 @@ class AsyncStrategy:
     buffer_size: int
     mixing: float | None = None
     max_staleness: int | None = None
+    admission: Admission = field(default_factory=Admission)  # the run's prepare-stage counts
 
     def init(self, params: Params) -> AsyncState:
         history = {0: dict(params)} if self.mixing is not None else {}
@@ -80,8 +82,9 @@ class AsyncStrategy:
         """The `count`-th fit task of an institution, on the newest model."""
         cfg = {**self.client_config, "work": "local_training", "seed": derive_seed(seed, "client")}
         layer_cfg = self.aggregator.client_config(state.aggregator_state, state.version)
+        spec = spec_of(state.params)
         return Task(run_id, count, state.version, TaskKind.FIT, client_id, state.params, cfg,
-                    layer_cfg)
+                    layer_cfg, expected_reply(self.aggregator.encoded_spec(spec), spec))
 
     def open(self, state: AsyncState) -> Buffer:
         spec = spec_of(state.params)
@@ -91,6 +94,8 @@ class AsyncStrategy:
         """Validate a reply, weigh it by its staleness and fold it into the buffer."""
         try:
             tau = self._validate(state, buffer, reply)
+            if reply.error is None:
+                self.admission.check_fit(reply, self.aggregator)
             # FedBuff: s(τ) Δ; FedAsync mixes with s(τ) at commit instead
             scale = self.staleness(tau) if self.mixing is None else 1.0
             rejection = fold_into(self.aggregator, buffer.accumulator, reply, scale)

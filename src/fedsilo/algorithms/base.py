@@ -3,7 +3,10 @@
 The round loop (engine/) calls, for each round: `configure` (tasks for the cohort and an open
 round holding the streaming accumulator), `accept` for every reply as it arrives, `ready`, then
 `commit` (finalize the aggregate, apply the server optimizer, bump the model version).
-No I/O here: the same object runs in simulation and over the network.
+Every reply is checked before it is folded in: against the task (names, shapes, dtypes,
+finiteness) and against what the server knows of its institution (`admission`: metrics,
+example count, aggregation weight). No I/O here: the same object runs in simulation and over
+the network.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from typing import Any, Protocol
 
 from fedsilo.aggregation.base import Accumulator, Layer
 from fedsilo.aggregation.mean import WEIGHT_KEY
+from fedsilo.algorithms.admission import Admission
 from fedsilo.algorithms.sampling import Stragglers, UniformSampler
-from fedsilo.core.messages import Reply, Task, TaskKind
+from fedsilo.core.messages import Reply, ReplySpec, Task, TaskKind
 from fedsilo.core.params import Params, ParamSpec, check_like, global_norm, spec_of
 from fedsilo.core.rng import derive_seed
 from fedsilo.errors import (
@@ -94,6 +98,36 @@ class Rejection:
         return cls(reply.client_id, reply.error.code, reply.error.reason)
 
 
+CIPHERTEXT_BYTES = (256, 1 << 20)  # a variable-length (encrypted) entry: per value, per array
+
+
+def expected_reply(encoded: ParamSpec, plain: ParamSpec) -> ReplySpec:
+    """What a fit reply may carry: the `encoded` spec (the aggregator's), in exactly its bytes;
+    an entry of variable length (a ciphertext) up to 256 bytes per value of the `plain` entry
+    of that name, plus 1 MiB."""
+    per_value, per_array = CIPHERTEXT_BYTES
+    total = 0
+    for name, s in encoded.items():
+        if -1 in s.shape:
+            values = plain[name].size if name in plain else 1
+            total += per_value * values + per_array
+        else:
+            total += s.size * s.dtype.itemsize
+    return ReplySpec(dict(encoded), total)
+
+
+def judge_evaluation(admission: Admission, reply: Reply) -> Rejection | None:
+    """None if an evaluation reply counts in the federated metric; else why not: the error it
+    carries, or the admission rule it breaks (algorithms/admission.py)."""
+    if reply.error is not None:
+        return Rejection.of(reply)
+    try:
+        admission.check_evaluation(reply)
+    except ProtocolError as e:
+        return Rejection.of(reply, e)
+    return None
+
+
 def fold_into(aggregator: Layer, acc: Accumulator, reply: Reply,
               scale: float = 1.0) -> Rejection | None:
     """Fold a validated reply into `acc` (its update times `scale`, the weight entry
@@ -146,6 +180,7 @@ class Strategy:
     optimizer: ServerOptimizer
     min_replies: int = 1
     stragglers: Stragglers | None = None
+    admission: Admission = field(default_factory=Admission)  # the run's prepare-stage counts
 
     def init(self, params: Params) -> ServerState:
         return ServerState(dict(params), 0, self.optimizer.init(params), self.aggregator.init(),
@@ -161,17 +196,20 @@ class Strategy:
         if self.stragglers is not None:
             configs = self.stragglers.apply(configs, round, seed)
         params = self.work.task_params(state.work_state, state.params)
-        tasks = [Task(run_id, round, state.version, TaskKind.FIT, cid, params, c, layer_cfg)
-                 for cid, c in configs.items()]
         update_spec = self.work.update_spec(spec_of(state.params))
-        return tasks, OpenRound(round, state.version, frozenset(configs),
-                                self.aggregator.encoded_spec(update_spec),
+        encoded = self.aggregator.encoded_spec(update_spec)
+        expects = expected_reply(encoded, update_spec)
+        tasks = [Task(run_id, round, state.version, TaskKind.FIT, cid, params, c, layer_cfg,
+                      expects) for cid, c in configs.items()]
+        return tasks, OpenRound(round, state.version, frozenset(configs), encoded,
                                 self.aggregator.zero(update_spec), len(available))
 
     def accept(self, open_round: OpenRound, reply: Reply) -> Rejection | None:
         """Validate a reply and fold it into the accumulator, or say why not."""
         try:
             self._validate(open_round, reply)
+            if reply.error is None:
+                self.admission.check_fit(reply, self.aggregator)
         except ProtocolError as e:
             rejection = Rejection.of(reply, e)
             first_answer = reply.client_id not in open_round.answered
@@ -203,6 +241,7 @@ class Strategy:
         agg_state, aggregate, agg_metrics = self.aggregator.finalize(
             state.aggregator_state, open_round.accumulator)
         ids = open_round.received
+        self._check_total_weight(agg_metrics, [open_round.num_examples[c] for c in ids])
         pseudo_grad, work_state, work_metrics = self.work.apply(
             state.work_state, aggregate, len(ids), open_round.population)
         step, opt_state = self.optimizer.update(pseudo_grad, state.optimizer_state, state.params)
@@ -214,6 +253,20 @@ class Strategy:
         metrics = {"client_work": {**fit, **work_metrics}, "aggregator": agg_metrics,
                    "server_opt": {"update_norm": global_norm(step)}}
         return new, metrics
+
+    def _check_total_weight(self, agg_metrics: Mapping[str, float], counts: list[int]) -> None:
+        """The weights summed must be those the contributors' example counts give: under
+        secure aggregation the server cannot see one institution's weight, only the total.
+
+        Raises:
+            AggregationError: they differ (someone sent a weight of its own); nothing applied.
+        """
+        total = agg_metrics.get("total_weight")
+        expected = self.admission.expected_total(self.aggregator, counts)
+        if total is not None and expected is not None and not abs(total - expected) <= 0.5:
+            raise AggregationError("the total aggregation weight is not the one the "
+                                   "contributors' example counts give (a contribution carries "
+                                   "a weight of its own): round aborted")
 
     def evaluate_tasks(self, state: ServerState, clients: Sequence[str], round: int,
                        run_id: str, final: bool = False) -> list[Task]:

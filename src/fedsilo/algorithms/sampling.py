@@ -22,7 +22,9 @@ def cohort_size(available: int, fraction: float, min_clients: int) -> int:
 class UniformSampler:
     """Samples max(min_clients, ceil(fraction * available)) institutions without replacement.
 
-    The draw is keyed by (seed, round), so it is the same in every run with that seed.
+    The draw is keyed by (seed, round), so it is the same in every run with that seed: the
+    cohort is public (the server draws it and the run store records it), so differential
+    privacy takes no amplification from it (accounted with q = 1, aggregation/dp/accountant).
     """
 
     fraction: float = 1.0

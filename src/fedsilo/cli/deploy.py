@@ -104,6 +104,8 @@ def server_cmd(args: argparse.Namespace, console: Console) -> int:
                   f"(port {transport.port}), {'insecure' if args.insecure else 'mutual TLS'}")
     _on_sigterm(lambda signum, frame: _raise_exit(signum, frame))
     try:
+        # --resume: a missing or damaged checkpoint stops here, before waiting for anyone
+        resumed = _recorder(cfg, schema, True, console) if args.resume else None
         need = max(cfg.strategy.min_clients, 1)
         joined = transport.wait_for_clients(len(gate.institutions), args.wait)
         missing = sorted(gate.institutions - set(joined))
@@ -118,7 +120,7 @@ def server_cmd(args: argparse.Namespace, console: Console) -> int:
                           highlight=False)
         from fedsilo.session import run_session
 
-        recorder = _recorder(cfg, schema, args.resume, console)
+        recorder = resumed or _recorder(cfg, schema, False, console)
         try:
             session = run_session(cfg, transport, schema, recorder.run_id,
                                   read={"columns": d.columns, "na_values": d.na_values},
@@ -142,21 +144,29 @@ def server_cmd(args: argparse.Namespace, console: Console) -> int:
 
 
 def _recorder(cfg: Any, schema: Any, resume: bool, console: Console) -> Any:
-    """A new run's recorder, or (--resume) the newest unfinished run's."""
+    """A new run's recorder, or (--resume) the newest unfinished run's, its checkpoint read.
+
+    Raises:
+        ConfigError: --resume finds no unfinished run, or its checkpoint is missing or
+            damaged (the message names the file and what to do; nothing is deleted).
+    """
     from fedsilo.evaluation.metrics import PRIMARY
     from fedsilo.store.recorder import start_run, unfinished_run
 
     if not resume:
         return start_run(cfg, PRIMARY[schema.task])
     recorder = unfinished_run(cfg)
-    console.print(f"resuming run {recorder.run_id}")
+    console.print(f"resuming run {recorder.run_id} after round {recorder.resume_point().round}")
     return recorder
 
 
 def _kit_keys(kit: Path, filename: str) -> dict[str, bytes]:
-    """Local key material from a kit (the CKKS context), if the project has it."""
+    """Local key material from a kit: the CKKS context, if the project has it, and the
+    identity that signs and checks SecAgg+ keys (client.key, client.pem, ca.pem)."""
+    from fedsilo.aggregation.secure.identity import kit_keys
+
     path = Path(kit) / filename
-    return {"ckks": path.read_bytes()} if path.is_file() else {}
+    return {**kit_keys(kit), **({"ckks": path.read_bytes()} if path.is_file() else {})}
 
 
 def _raise_exit(signum: int, frame: FrameType | None) -> None:

@@ -19,8 +19,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     board.add_argument("--port", type=int, default=8050,
                        help="TCP port to serve on (default: 8050)")
     board.add_argument("--host", default="127.0.0.1",
-                       help="address to bind (default: 127.0.0.1, this machine only; the "
-                            "dashboard has no login, so bind wider only on a trusted network)")
+                       help="address to bind (default: 127.0.0.1, this machine only, no "
+                            "token; any other address needs a token, from "
+                            "$FEDSILO_DASHBOARD_TOKEN or generated and printed)")
     for p in (verify, board):
         p.add_argument("--store", default=DEFAULT_STORE,
                        help="the run store: a results folder, a .db file or a database URL "
@@ -40,11 +41,25 @@ def audit_cmd(args: argparse.Namespace, console: Console) -> int:
 
 
 def dashboard_cmd(args: argparse.Namespace, console: Console) -> int:
+    """Serve the dashboard. On loopback: no token. Elsewhere: a warning, and a token
+    ($FEDSILO_DASHBOARD_TOKEN, never printed, or a generated one, printed in the address)."""
+    import os
+
+    from rich.markup import escape
+
+    from fedsilo.dashboard.guard import TOKEN_ENV, is_loopback
     from fedsilo.dashboard.server import Dashboard
     from fedsilo.store.run_store import RunStore
 
-    board = Dashboard(RunStore(args.store, create=False), args.host, args.port)
-    console.print(f"fedsilo dashboard on {board.url} — Ctrl-C to stop")
+    chosen = None if is_loopback(args.host) else os.environ.get(TOKEN_ENV) or None
+    board = Dashboard(RunStore(args.store, create=False), args.host, args.port, chosen)
+    if board.public:
+        console.print(f"[bold yellow]WARNING: the dashboard is bound to {escape(args.host)}, "
+                      f"reachable from other machines, in clear HTTP: it shows every recorded "
+                      f"run to whoever has its token. Use a trusted network (or a TLS proxy)."
+                      f"[/]", highlight=False)
+    shown = f"{board.address}?token=${TOKEN_ENV}" if chosen else board.url
+    console.print(f"fedsilo dashboard on {shown} — Ctrl-C to stop", highlight=False)
     try:
         board.serve_forever()
     except KeyboardInterrupt:

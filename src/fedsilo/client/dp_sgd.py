@@ -5,11 +5,21 @@ batches, and Opacus's RDP accountant.
 Each institution has its own (ε, δ): the noise multiplier is calibrated once, by Opacus, for
 the whole run it will take part in (rounds × local epochs); its accountant then grows with
 every step it actually takes, and once the budget is spent it refuses to train.
+
+The accountant assumes that nobody outside the institution knows which rows a step sampled
+(amplification by subsampling) nor the noise it drew. Both therefore come from a torch
+generator seeded with 63 bits of OS entropy (`secrets`) at every fit, never from the run seed
+the server sends (from which the server could replay the sampling: at heart-disease settings
+a claimed ε = 1 is then about ε = 8 against it). Noise is drawn in Opacus's `secure_mode`
+(the sum of several Gaussians, against floating-point attacks). Only `deterministic = true`
+(privacy.deterministic_noise, experiments in simulation) seeds the generator from the task's
+run-seeded generator; a deployed institution's site policy refuses it by default.
 """
 
 from __future__ import annotations
 
 import math
+import secrets
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -32,6 +42,7 @@ class LocalDP:
     delta: float
     max_grad_norm: float
     rounds: int
+    deterministic: bool = False  # sampling and noise from the run seed: simulation only
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], institution: str) -> LocalDP:
@@ -42,7 +53,7 @@ class LocalDP:
             raise ConfigError(f"local DP: no epsilon for institution '{institution}' (set "
                               f"privacy.local_epsilon['{institution}'] or ['*'])")
         return cls(float(epsilon), float(cfg["delta"]), float(cfg["max_grad_norm"]),
-                   int(cfg["rounds"]))
+                   int(cfg["rounds"]), bool(cfg.get("deterministic", False)))
 
 
 class DPSGD:
@@ -75,10 +86,17 @@ class DPSGD:
                           (self.noise_multiplier, self.sample_rate, steps)]
         return float(future.get_epsilon(self.spec.delta))
 
+    def source(self, rng: np.random.Generator) -> torch.Generator:
+        """The source of one fit's Poisson sampling and noise: OS entropy, or `rng` (keyed by
+        the run seed, which the server knows) only under `deterministic`."""
+        seed = int(rng.integers(2**63)) if self.spec.deterministic else secrets.randbits(63)
+        return torch.Generator().manual_seed(seed)
+
     def fit(self, model: nn.Module, make_optimizer: Callable[..., torch.optim.Optimizer],
             objective: Callable[[nn.Module, torch.Tensor], torch.Tensor], n: int,
             rng: np.random.Generator) -> tuple[float, int]:
-        """One local fit. Returns (mean loss, examples used)."""
+        """One local fit. Returns (mean loss, examples used). `rng` is the task's generator,
+        used only under `deterministic`."""
         after = self.epsilon_after(self.steps_per_fit)
         if after > self.spec.epsilon * 1.001:
             raise PrivacyBudgetExhausted(f"local DP: another fit would bring ε to {after:.3g}, "
@@ -86,26 +104,30 @@ class DPSGD:
                                          f"{self.epsilon:.3g}); not training further")
         from opacus import GradSampleModule
         from opacus.optimizers import DPOptimizer
+        from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 
+        source = self.source(rng)
+        batches = UniformWithReplacementSampler(num_samples=n, sample_rate=self.sample_rate,
+                                                generator=source, steps=self.steps_per_fit)
         wrapped = GradSampleModule(model)
         try:
             optimizer = DPOptimizer(make_optimizer(wrapped.parameters()),
                                     noise_multiplier=self.noise_multiplier,
                                     max_grad_norm=self.spec.max_grad_norm,
-                                    expected_batch_size=max(1, round(self.sample_rate * n)))
+                                    expected_batch_size=max(1, round(self.sample_rate * n)),
+                                    generator=source, secure_mode=True)
             total, used = 0.0, 0
-            for _ in range(self.steps_per_fit):
-                idx = np.flatnonzero(rng.random(n) < self.sample_rate)  # Poisson sampling
+            for batch in batches:  # Poisson sampling: each row with probability sample_rate
                 self.accountant.step(noise_multiplier=self.noise_multiplier,
                                      sample_rate=self.sample_rate)
-                if idx.size == 0:  # nothing sampled: nothing released this step
-                    continue
+                idx = torch.tensor(batch, dtype=torch.int64)
                 optimizer.zero_grad(set_to_none=True)
-                loss = objective(wrapped, torch.from_numpy(idx))
+                loss = objective(wrapped, idx)
                 loss.backward()
-                optimizer.step()
-                total += float(loss.detach()) * idx.size
-                used += idx.size
+                optimizer.step()  # an empty batch still adds the noise, as accounted
+                if idx.numel():
+                    total += float(loss.detach()) * idx.numel()
+                    used += idx.numel()
             return total / max(used, 1), used
         finally:
             wrapped._close()

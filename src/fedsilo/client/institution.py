@@ -105,7 +105,8 @@ class Institution:
             split = self.split(task.config)
             stats = LocalStatistics.of(split.train, _data_settings(task.config)[1])
             return Reply(task.task_id, self.name, task.round, task.model_version,
-                         len(split.train), payload={"statistics": stats.to_dict()})
+                         len(split.train), payload={"statistics": stats.to_dict(),
+                                                    "test_rows": len(split.test)})
         except FedsiloError as e:
             error = ErrorInfo(e.code, str(e))
         except (KeyError, TypeError, ValueError) as e:

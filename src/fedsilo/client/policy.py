@@ -151,6 +151,9 @@ class SitePolicy(BaseModel):
             return
         if privacy is not None:
             self._check_central(privacy, rounds)
+        if local is not None and local.get("deterministic") and not self.deterministic_noise:
+            raise PolicyRefused("site policy refuses deterministic_noise (the server could "
+                                "replay the DP-SGD sampling and noise)")
         if local is not None and self.max_epsilon is not None:
             asked = _local_epsilon(local, name)
             if asked > self.max_epsilon:

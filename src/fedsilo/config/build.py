@@ -35,7 +35,8 @@ def model_spec(cfg: RunConfig) -> dict[str, Any]:
 
 def privacy_spec(cfg: RunConfig, institutions: int) -> dict[str, Any] | None:
     """The DP part of the aggregator, or None. Institution-level DP bounds each institution's
-    influence, so the mean is unweighted (every clipped update counts once)."""
+    influence, so the mean is unweighted (every clipped update counts once). No sampling rate:
+    the cohort is public, so the accountant takes q = 1 (aggregation/dp/accountant)."""
     p = cfg.privacy
     if p.mode not in ("central", "distributed"):
         return None
@@ -43,19 +44,33 @@ def privacy_spec(cfg: RunConfig, institutions: int) -> dict[str, Any] | None:
             "target_quantile": p.target_quantile if p.adaptive_clipping else None,
             "clip_learning_rate": p.clip_learning_rate,
             "bit_stddev": p.clip_count_stddev or max(1.0, institutions / 20),
-            "delta": p.delta, "sampling_rate": cfg.strategy.fraction,
-            "min_contributors": p.min_contributors or max(cfg.strategy.min_clients, 1),
+            "delta": p.delta, "min_contributors": min_contributors(cfg),
             "deterministic": cfg.run.seed if p.deterministic_noise else None}
 
 
+def min_contributors(cfg: RunConfig) -> int:
+    """m: privacy.min_contributors, default strategy.min_clients. Distributed noise shares are
+    sized so that m of them add up to the accounted noise."""
+    return cfg.privacy.min_contributors or max(cfg.strategy.min_clients, 1)
+
+
+def min_replies(cfg: RunConfig) -> int:
+    """The fewest institutions a round samples and needs: strategy.min_clients, raised to m
+    under central or distributed DP (a round of fewer is aborted, not committed)."""
+    if cfg.privacy.mode not in ("central", "distributed"):
+        return cfg.strategy.min_clients
+    return max(cfg.strategy.min_clients, min_contributors(cfg))
+
+
 def privacy_accountant(cfg: RunConfig) -> Any:
-    """The accountant of the run's central or distributed DP, or None."""
+    """The accountant of the run's central or distributed DP (q = 1: the cohort is public),
+    or None."""
     from fedsilo.aggregation.dp.accountant import Accountant
 
     p = cfg.privacy
     if p.mode not in ("central", "distributed"):
         return None
-    return Accountant(p.noise_multiplier, cfg.strategy.fraction, p.delta)
+    return Accountant.public_cohort(p.noise_multiplier, p.delta)
 
 
 def aggregator_spec(cfg: RunConfig, institutions: int = 1) -> dict[str, Any]:
@@ -68,6 +83,8 @@ def aggregator_spec(cfg: RunConfig, institutions: int = 1) -> dict[str, Any]:
         spec.update(trim_fraction=a.trim_fraction, byzantine=a.byzantine, select=a.select)
     if a.norm_bound is not None:
         spec["norm_bound"] = a.norm_bound
+    if not a.default_bound:  # on unless switched off (aggregation/build.py: default_bound)
+        spec["default_bound"] = False
     if privacy is not None:
         spec["privacy"] = privacy
     if a.secure == "ckks":
@@ -110,7 +127,7 @@ def client_settings(cfg: RunConfig) -> dict[str, Any]:
             raise ConfigError("privacy.mode = 'local' (DP-SGD with Opacus) needs a torch model")
         client["dp_local"] = {"epsilon": dict(p.local_epsilon) or {"*": p.target_epsilon or 8.0},
                               "delta": p.delta, "max_grad_norm": p.max_grad_norm,
-                              "rounds": cfg.run.rounds}
+                              "rounds": cfg.run.rounds, "deterministic": p.deterministic_noise}
     return client
 
 
@@ -144,9 +161,9 @@ def _strategy(cfg: RunConfig, keys: Mapping[str, bytes] | None,
     aggregator = build_aggregator(spec, keys)
     if s.name == "fedsgd":
         return fedsgd(s.server_lr or cfg.client.lr, fraction=s.fraction,
-                      min_clients=s.min_clients, aggregator=aggregator)
+                      min_clients=min_replies(cfg), aggregator=aggregator)
     stragglers = Stragglers(s.stragglers, s.straggler_policy) if s.stragglers else None
-    common: dict[str, Any] = {"fraction": s.fraction, "min_clients": s.min_clients,
+    common: dict[str, Any] = {"fraction": s.fraction, "min_clients": min_replies(cfg),
                               "aggregator": aggregator, "stragglers": stragglers}
     hyper = [k for k, users in STRATEGY_KEYS.items() if s.name in users]  # what it takes
     given = {k: getattr(s, k) for k in hyper if getattr(s, k) is not None}

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from fedsilo.aggregation.secure.threshold import check_cohort
 from fedsilo.algorithms.sampling import cohort_size
 from fedsilo.errors import ConfigError, FedsiloError
-from fedsilo.limits import MAX_COLUMNS, MAX_INSTITUTIONS
+from fedsilo.limits import MAX_COLUMNS, MAX_INSTITUTIONS, MAX_LEVELS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -82,6 +82,7 @@ class DataSection(_Section):
     positive_above: float | None = None
     scale_target: bool = True
     test_fraction: float = Field(default=0.25, gt=0, lt=1)
+    max_levels: int = Field(default=MAX_LEVELS, ge=1)  # per categorical column, per institution
     institutions: list[InstitutionSource] = Field(default=[], max_length=MAX_INSTITUTIONS)
     partition: PartitionSection | None = None
 
@@ -211,6 +212,7 @@ class AggregationSection(_Section):
     byzantine: int = Field(default=1, ge=0)
     select: int | None = Field(default=None, ge=1)
     norm_bound: float | None = Field(default=None, gt=0)
+    default_bound: bool = True  # plain mean, K >= 4: updates above 5x the median norm scaled
 
     @model_validator(mode="after")
     def _needs_threshold(self) -> AggregationSection:
@@ -351,7 +353,11 @@ class RunConfig(_Section):
     def _institutions_problem(self, count: int) -> str | None:
         """Why `count` institutions cannot run this config: SecAgg(+) rounds need more
         institutions than the Shamir threshold (secure FedBuff's groups are checked against
-        buffer_size instead)."""
+        buffer_size instead); a central/distributed DP round needs privacy.min_contributors."""
+        m = self.privacy.min_contributors
+        if m is not None and m > count and self.privacy.mode in ("central", "distributed"):
+            return (f"privacy.min_contributors = {m} with {count} institution(s): no round "
+                    f"could have enough contributors")
         a = self.aggregation
         if a.secure not in ("secagg+", "secagg") or self.run.mode == "async":
             return None

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from fedsilo.core.params import Params, digest
+from fedsilo.core.params import Params, ParamSpec, digest
 
 
 class TaskKind(str, Enum):
@@ -15,6 +15,16 @@ class TaskKind(str, Enum):
     FIT = "fit"
     EVALUATE = "evaluate"
     STAGE = "stage"        # an extra exchange of an aggregation layer (e.g. secure-sum keys)
+
+
+@dataclass(frozen=True)
+class ReplySpec:
+    """What a reply to a task may carry, known to the server only (never sent): its arrays'
+    names, dtypes and shapes (-1: any length; None: any arrays) and at most `max_bytes`
+    bytes in all. A transport checks an incoming manifest against it before allocating."""
+
+    arrays: ParamSpec | None
+    max_bytes: int
 
 
 @dataclass(frozen=True)
@@ -33,6 +43,7 @@ class Task:
     params: Params
     config: Mapping[str, Any] = field(default_factory=dict)
     layer_config: Mapping[str, Any] = field(default_factory=dict)
+    expects: ReplySpec | None = field(default=None, compare=False, repr=False)  # server side
 
     @property
     def task_id(self) -> str:

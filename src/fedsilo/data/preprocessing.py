@@ -83,15 +83,21 @@ class LocalStatistics:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> LocalStatistics:
+    def from_dict(cls, d: Any) -> LocalStatistics:
+        """The statistics an institution sent (what they say is checked in data/plausible).
+
+        Raises:
+            DataError: they are not statistics at all (the reason names no value).
+        """
         try:
             return cls(int(d["rows"]), {c: _moments_of(m) for c, m in d["numeric"].items()},
                        {c: {str(k): int(v) for k, v in cats.items()}
                         for c, cats in d["categories"].items()},
                        _moments_of(d["target"]) if d.get("target") is not None else None,
                        {str(k): int(v) for k, v in d.get("classes", {}).items()})
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise DataError(f"malformed statistics from an institution: {e!r}") from None
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
+            raise DataError(f"malformed statistics from an institution "
+                            f"({type(e).__name__})") from None
 
     def merge(self, other: LocalStatistics) -> LocalStatistics:
         """The statistics of both institutions' rows together."""

@@ -15,8 +15,9 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from fedsilo.algorithms.admission import Admission
 from fedsilo.algorithms.asynchronous import AsyncState, AsyncStrategy
-from fedsilo.algorithms.base import Rejection, ServerState
+from fedsilo.algorithms.base import Rejection, ServerState, judge_evaluation
 from fedsilo.core.messages import Reply, Task, TaskKind
 from fedsilo.core.params import Params, digest
 from fedsilo.engine.clock import VirtualClock, examples_processed
@@ -113,8 +114,16 @@ def _eval_tasks(run: _Run, params: Params, version: int, clients: list[str]) -> 
             for c in sorted(clients)]
 
 
-def _collect_eval(replies: list[Reply]) -> Evaluation:
-    ok = sorted((r for r in replies if r.ok and r.num_examples > 0), key=lambda r: r.client_id)
+def _collect_eval(replies: list[Reply], admission: Admission) -> Evaluation:
+    """The evaluations that count in the federated metric; the others are logged, with why."""
+    ok = []
+    for r in sorted(replies, key=lambda r: r.client_id):
+        rejection = judge_evaluation(admission, r)
+        if rejection is None:
+            ok.append(r)
+        else:
+            log.warning("version %d: evaluation from %s not counted: [%s] %s", r.round,
+                        r.client_id, rejection.code, rejection.reason)
     return {r.client_id: dict(r.metrics) for r in ok}, [float(r.num_examples) for r in ok]
 
 
@@ -141,7 +150,8 @@ def run_async_virtual(strategy: AsyncStrategy, transport: InProcessTransport, in
 
     def evaluate(params: Params, version: int) -> Evaluation:
         return _collect_eval([transport.call(t)
-                              for t in _eval_tasks(run, params, version, clients)])
+                              for t in _eval_tasks(run, params, version, clients)],
+                             strategy.admission)
 
     for client in clients:
         launch(client, 0.0)
@@ -248,7 +258,7 @@ def _final_evaluation(run: _Run, transport: ServerTransport, open_tasks: dict[st
             transport.acknowledge(reply, Rejection(reply.client_id, "run_finished",
                                                    "training is over; update not applied"))
     if run.events:
-        evaluation, sizes = _collect_eval(replies)
+        evaluation, sizes = _collect_eval(replies, run.strategy.admission)
         last = run.events[-1]
         run.events[-1] = RoundEvent(last.round, last.version, last.participants, last.rejected,
                                     last.metrics, evaluation,

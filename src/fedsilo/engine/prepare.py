@@ -4,7 +4,10 @@ Every available institution splits its table and returns aggregates of its train
 server merges them in a fixed (name) order and fits the preprocessing the whole run uses.
 Raw rows never travel. Same code over the in-process and the gRPC transports. An institution
 that finds its own data (or its task) unusable answers with a data or config error, and the run
-stops there, before training, with that institution's reason.
+stops there, before training, with that institution's reason. Statistics that could not come
+from real rows (data/plausible.py) are refused, with the reason: that institution takes no
+part in the run, and every round records why. The training and test rows each institution
+reported bound the example counts it may claim later (algorithms/admission.py).
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from fedsilo.algorithms.admission import Admission
 from fedsilo.algorithms.base import Rejection
-from fedsilo.core.messages import Task, TaskKind
+from fedsilo.core.messages import Reply, Task, TaskKind
+from fedsilo.data.plausible import DEFAULT_MAX_LEVELS, check_statistics, plausible_test_rows
 from fedsilo.data.preprocessing import LocalStatistics, Preprocessor, merge_all
 from fedsilo.data.schema import Schema
 from fedsilo.errors import AggregationError, ConfigError, DataError, FedsiloError
@@ -36,11 +41,13 @@ def federated_preprocessing(transport: ServerTransport, config: Mapping[str, Any
                             run_id: str, min_institutions: int = 1,
                             timeout: float | None = None,
                             classes: tuple[str, ...] | None = None,
-                            ) -> tuple[Preprocessor, dict[str, int]]:
+                            max_levels: int = DEFAULT_MAX_LEVELS,
+                            ) -> tuple[Preprocessor, Admission]:
     """Preprocessing fitted on the merged statistics of the institutions that answered.
 
     Returns:
-        The preprocessor, and each contributing institution's number of training rows.
+        The preprocessor, and what the rounds admit: each contributing institution's
+        training and test rows, and the institutions whose statistics were refused (why).
     Raises:
         DataError, ConfigError: an institution found its own data or its task unusable
             (its reason, which names it; training never starts on part of the consortium
@@ -51,7 +58,10 @@ def federated_preprocessing(transport: ServerTransport, config: Mapping[str, Any
     tasks = [Task(run_id, 0, 0, TaskKind.PREPARE, c, {}, dict(config))
              for c in sorted(transport.clients())]
     transport.dispatch(tasks)
+    fraction = float(config["split"]["test_fraction"])
     stats: dict[str, LocalStatistics] = {}
+    tests: dict[str, int] = {}
+    implausible: dict[str, str] = {}
     problems: list[str] = []
     refused: list[FedsiloError] = []
     for reply in transport.poll(timeout):
@@ -59,7 +69,8 @@ def federated_preprocessing(transport: ServerTransport, config: Mapping[str, Any
         try:
             if reply.error is not None:
                 raise AggregationError(str(reply.error))
-            stats[reply.client_id] = LocalStatistics.from_dict(reply.payload["statistics"])
+            stats[reply.client_id], tests[reply.client_id] = _statistics(
+                reply, schema, max_levels, fraction, implausible)
         except (FedsiloError, KeyError) as e:
             rejection = Rejection(reply.client_id, getattr(e, "code", "data_error"), str(e))
             problems.append(f"{reply.client_id}: {e}")
@@ -76,8 +87,30 @@ def federated_preprocessing(transport: ServerTransport, config: Mapping[str, Any
         raise AggregationError(f"prepare: {len(stats)} institutions sent statistics, need "
                                f"{min_institutions}; " + ("; ".join(problems) or "none answered"))
     merged = merge_all([stats[c] for c in sorted(stats)])
-    rows = {c: s.rows for c, s in stats.items()}
-    return Preprocessor.from_statistics(merged, schema, classes), rows
+    admission = Admission({c: s.rows for c, s in stats.items()}, tests, implausible)
+    return Preprocessor.from_statistics(merged, schema, classes), admission
+
+
+def _statistics(reply: Reply, schema: Schema, max_levels: int, fraction: float,
+                implausible: dict[str, str]) -> tuple[LocalStatistics, int]:
+    """An institution's statistics and test rows, checked (data/plausible.py); a refusal is
+    noted in `implausible` (the rounds refuse that institution with the same reason).
+
+    Raises:
+        DataError: statistics that could not come from real rows of the declared columns.
+    """
+    try:
+        stats = LocalStatistics.from_dict(reply.payload.get("statistics"))
+        check_statistics(stats, schema, max_levels)
+        test = reply.payload.get("test_rows", plausible_test_rows(stats.rows, fraction))
+        if (isinstance(test, bool) or not isinstance(test, int)
+                or not 0 <= test <= plausible_test_rows(stats.rows, fraction)):
+            raise DataError("statistics: more test rows than the training rows allow at "
+                            "data.test_fraction")
+    except DataError as e:
+        implausible[reply.client_id] = str(e)
+        raise
+    return stats, test
 
 
 def _naming(institution: str, reason: str) -> str:

@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from fedsilo.aggregation.base import find_staged
-from fedsilo.algorithms.base import OpenRound, ServerState, Strategy
+from fedsilo.algorithms.base import OpenRound, ServerState, Strategy, judge_evaluation
 from fedsilo.algorithms.staleness import Staleness
 from fedsilo.core.messages import Reply
 from fedsilo.core.params import Params, digest
@@ -121,7 +121,8 @@ def _commit(strategy: Strategy, staged: object, transport: InProcessTransport,
         tasks = strategy.evaluate_tasks(state, transport.clients(), v, settings.run_id,
                                         v == settings.versions)
         replies = [transport.call(t) for t in tasks]
-        ok = sorted((x for x in replies if x.ok), key=lambda x: x.client_id)
+        ok = sorted((x for x in replies if judge_evaluation(strategy.admission, x) is None),
+                    key=lambda x: x.client_id)
         evaluation = {x.client_id: dict(x.metrics) for x in ok}
         sizes = [float(x.num_examples) for x in ok]
     bus.publish(RoundEvent(

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fedsilo.aggregation.base import find_staged
-from fedsilo.algorithms.base import OpenRound, ServerState, Strategy
+from fedsilo.algorithms.base import OpenRound, ServerState, Strategy, judge_evaluation
 from fedsilo.core.messages import Task
 from fedsilo.core.params import Params, digest
 from fedsilo.engine.events import EventBus, RoundEvent
@@ -85,8 +85,11 @@ def _one_round(strategy: Strategy, transport: ServerTransport, state: ServerStat
     sizes: list[float] = []
     evaluate_now = rnd % settings.evaluate_every == 0 or rnd == settings.rounds
     if evaluate_now and "aborted" not in metrics:
-        evaluation, sizes = _evaluate(strategy, transport, state, rnd, settings.run_id,
-                                      settings.round_timeout, rnd == settings.rounds)
+        evaluation, sizes, dropped = _evaluate(strategy, transport, state, rnd,
+                                               settings.run_id, settings.round_timeout,
+                                               rnd == settings.rounds)
+        if dropped:  # recorded with the round (the run store keeps its metrics)
+            metrics = {**metrics, "evaluation": {"dropped": dropped}}
     bus.publish(RoundEvent(
         round=rnd, version=state.version, participants=tuple(open_round.received),
         rejected={r.client_id: f"[{r.code}] {r.reason}" for r in open_round.rejected},
@@ -115,18 +118,26 @@ def _collect(strategy: Strategy, transport: ServerTransport, tasks: list[Task],
 
 
 def _evaluate(strategy: Strategy, transport: ServerTransport, state: ServerState, rnd: int,
-              run_id: str, timeout: float | None,
-              final: bool) -> tuple[dict[str, dict[str, float]], list[float]]:
+              run_id: str, timeout: float | None, final: bool,
+              ) -> tuple[dict[str, dict[str, float]], list[float], dict[str, str]]:
+    """Every institution's metrics of the model, their test-row counts (the weights of the
+    federated metric), and the replies dropped for breaking an admission rule (why)."""
     transport.dispatch(strategy.evaluate_tasks(state, transport.clients(), rnd, run_id, final))
     results: dict[str, dict[str, float]] = {}
     sizes: dict[str, float] = {}
+    dropped: dict[str, str] = {}
     for reply in transport.poll(timeout):
-        transport.acknowledge(reply, None)
-        if reply.ok and reply.num_examples > 0:
+        rejection = judge_evaluation(strategy.admission, reply)
+        transport.acknowledge(reply, rejection)
+        if rejection is None:
             results[reply.client_id] = dict(reply.metrics)
             sizes[reply.client_id] = float(reply.num_examples)
+        elif reply.ok:
+            dropped[reply.client_id] = f"[{rejection.code}] {rejection.reason}"
+            log.warning("round %d: evaluation from %s dropped: %s", rnd, reply.client_id,
+                        dropped[reply.client_id])
         else:
             log.warning("round %d: evaluation failed at %s: %s", rnd, reply.client_id,
                         reply.error)
     ordered = sorted(results)
-    return {c: results[c] for c in ordered}, [sizes[c] for c in ordered]
+    return {c: results[c] for c in ordered}, [sizes[c] for c in ordered], dropped

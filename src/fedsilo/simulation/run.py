@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from fedsilo.aggregation.secure.identity import SimulatedCA
 from fedsilo.client.factory import ModelCache, make_trainer
 from fedsilo.client.institution import Institution
 from fedsilo.config.build import build_schema
@@ -72,7 +73,10 @@ def run_simulation(cfg: RunConfig, phase: PhaseListener | None = None, write: bo
         check_table(table, schema, name)
     models = ModelCache()
     secret, public = _keys(cfg)
-    institutions = {n: Institution(n, t, models, keys=secret) for n, t in sorted(tables.items())}
+    ca = SimulatedCA()  # each institution's identity key and certificate: signed SecAgg+ keys
+    public = {**public, **ca.trust_keys()}
+    institutions = {n: Institution(n, t, models, keys={**secret, **ca.keys(n)})
+                    for n, t in sorted(tables.items())}
     handlers: dict[str, Handler] = dict(institutions)
     if cfg.attack.fraction:
         handlers, _ = with_attackers(institutions, cfg.attack.fraction, cfg.attack.kind,
@@ -189,13 +193,19 @@ def write_results(result: SimulationResult, folder: Path | None = None) -> Path:
 
         _, folder = new_run(Path(cfg.run.output_dir), cfg.run.name)
     result.output_dir = folder
-    (folder / "config.json").write_text(cfg.model_dump_json(indent=2))
-    write_history(result.rounds, folder)
-    metric = PRIMARY[cfg.data.task]
-    if result.comparison is not None:
-        write_comparison(result.comparison, folder)
-    plot_rounds(result.rounds, metric, folder / "metrics.png", result.comparison,
-                title=f"{cfg.run.name}: {metric} per round")
-    np.savez(folder / "model.npz", **result.history.params)  # type: ignore[arg-type]
-    (folder / "features.json").write_text(json.dumps(result.feature_names))
+    from fedsilo.store.disk import writing
+
+    with writing(folder):  # disk full, read-only: a ConfigError naming the path (exit 2)
+        from fedsilo.store.redact import redact_config  # the store URL's password stays out
+
+        (folder / "config.json").write_text(
+            json.dumps(redact_config(cfg.model_dump(mode="json")), indent=2))
+        write_history(result.rounds, folder)
+        metric = PRIMARY[cfg.data.task]
+        if result.comparison is not None:
+            write_comparison(result.comparison, folder)
+        plot_rounds(result.rounds, metric, folder / "metrics.png", result.comparison,
+                    title=f"{cfg.run.name}: {metric} per round")
+        np.savez(folder / "model.npz", **result.history.params)  # type: ignore[arg-type]
+        (folder / "features.json").write_text(json.dumps(result.feature_names))
     return folder

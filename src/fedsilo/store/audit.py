@@ -15,15 +15,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from fedsilo.engine.events import RoundEvent
+from fedsilo.store.schema import participation, size
+from fedsilo.store.values import fit
 
 GENESIS = "0" * 64
+INSTITUTION = size(participation.c.institution)
 
 
 def entry_of(event: RoundEvent) -> dict[str, Any]:
-    """The audited facts of one round."""
+    """The audited facts of one round (institution names as the store holds them: `fit`)."""
     return {"round": event.round, "version": event.version,
-            "contributors": {c: event.digests.get(c, "") for c in sorted(event.participants)},
-            "rejected": {c: r for c, r in sorted(event.rejected.items())
+            "contributors": {fit(c, INSTITUTION): event.digests.get(c, "")
+                             for c in sorted(event.participants)},
+            "rejected": {fit(c, INSTITUTION): r for c, r in sorted(event.rejected.items())
                          if c not in event.participants},
             "model": event.model_digest}
 

@@ -9,6 +9,7 @@ a checkpoint never runs code.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -21,6 +22,7 @@ import numpy as np
 from fedsilo.algorithms.base import ServerState
 from fedsilo.errors import ConfigError
 from fedsilo.optim.base import OptState
+from fedsilo.store.disk import writing
 
 FILE = "checkpoint.npz"
 _TYPES: dict[str, type] = {"ServerState": ServerState, "OptState": OptState}
@@ -69,32 +71,55 @@ def _decode(obj: Any, arrays: Any) -> Any:
 
 
 def save_checkpoint(folder: Path, round: int, state: ServerState) -> Path:
-    """Write the state after `round` to folder/checkpoint.npz, atomically."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write the state after `round` to folder/checkpoint.npz, atomically (on failure the
+    previous checkpoint stays as it was).
+
+    Raises:
+        ConfigError: the folder cannot be written (disk full, read-only), naming the path.
+    """
     arrays: dict[str, np.ndarray] = {}
     meta = json.dumps({"round": round, "state": _encode(state, arrays)})
     arrays["__meta__"] = np.frombuffer(meta.encode(), dtype=np.uint8)
     final = folder / FILE
     tmp = folder / f".{FILE}.tmp"
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)  # type: ignore[arg-type]
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
+    try:
+        with writing(final, "the checkpoint"):
+            folder.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)  # type: ignore[arg-type]
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+    except ConfigError:
+        with contextlib.suppress(OSError):  # a half-written file only takes up space
+            tmp.unlink(missing_ok=True)
+        raise
     return final
 
 
 def load_checkpoint(folder: Path) -> Checkpoint | None:
-    """The last complete checkpoint in `folder`, or None if there is none."""
+    """The last complete checkpoint in `folder`, or None if there is none.
+
+    Raises:
+        ConfigError: the file is there but cannot be read back (damaged, or not a fedsilo
+            checkpoint), naming it and what to do.
+    """
     path = folder / FILE
     if not path.is_file():
         return None
-    with np.load(path, allow_pickle=False) as data:
-        meta = json.loads(bytes(data["__meta__"]).decode())
-        state = _decode(meta["state"], data)
-    if not isinstance(state, ServerState):
-        raise ConfigError(f"checkpoint {path} does not hold a server state")
-    return Checkpoint(int(meta["round"]), state)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(bytes(data["__meta__"]).decode())
+            state = _decode(meta["state"], data)
+            done = int(meta["round"])
+        if not isinstance(state, ServerState) or done < 0:
+            raise TypeError("no server state")
+    except Exception as e:  # any damage: truncated zip, wrong arrays, bad JSON, bad fields
+        raise ConfigError(f"checkpoint {path} cannot be read ({type(e).__name__}): it is "
+                          f"damaged or not a fedsilo checkpoint. Restore it from a backup, or "
+                          f"start the run again without --resume (a new run; the rounds "
+                          f"recorded so far stay in the store)") from None
+    return Checkpoint(done, state)
 
 
 class Checkpointer:
@@ -105,6 +130,9 @@ class Checkpointer:
             raise ConfigError(f"checkpoint_every must be >= 1, got {every}")
         self.folder, self.every, self.last = folder, every, last
 
+    def due(self, round: int) -> bool:
+        return round % self.every == 0 or round == self.last
+
     def __call__(self, round: int, state: ServerState) -> None:
-        if round % self.every == 0 or round == self.last:
+        if self.due(round):
             save_checkpoint(self.folder, round, state)

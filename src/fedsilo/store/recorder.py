@@ -4,16 +4,25 @@ the round events (engine/events.py), so simulation and deployment record the sam
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fedsilo.algorithms.base import ServerState
 from fedsilo.engine.events import RoundEvent
 from fedsilo.errors import ConfigError
-from fedsilo.store.checkpoint import Checkpointer, load_checkpoint
-from fedsilo.store.run_store import RunStore, epsilon_of
+from fedsilo.store.checkpoint import (
+    FILE,
+    Checkpoint,
+    Checkpointer,
+    load_checkpoint,
+    save_checkpoint,
+)
+from fedsilo.store.disk import writing
+from fedsilo.store.run_store import RunStore, check_name, epsilon_of
+from fedsilo.store.writer import SafeWriter
 
 if TYPE_CHECKING:
     from fedsilo.config.schema import RunConfig
@@ -29,51 +38,132 @@ class Recorder:
         rounds: the run's last round (always checkpointed).
         checkpoint_every: save the server state every N rounds (0: never).
         tensorboard: also write TensorBoard event files to folder/tensorboard.
+
+    Nothing it does during the rounds raises into the round loop: store writes go through a
+    SafeWriter (retried, kept, logged), a checkpoint that cannot be written is logged (the
+    previous one stays), TensorBoard stops on its first failure. Only `finish("finished")`
+    insists: a run is finished once its last state is checkpointed.
     """
 
     def __init__(self, store: RunStore | None, run_id: str, folder: Path, rounds: int,
                  checkpoint_every: int = 1, tensorboard: bool = False) -> None:
         self.store, self.run_id, self.folder = store, run_id, folder
+        self._write = SafeWriter(store.url) if store is not None else None
         self._checkpointer = (Checkpointer(folder, checkpoint_every, rounds)
                               if checkpoint_every else None)
+        self._unsaved: tuple[int, ServerState] | None = None  # the newest state not on disk
+        self._resume_from: Checkpoint | None = None
         self._tb: Any = None
         if tensorboard:
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(logdir=str(folder / "tensorboard"))
+            with writing(folder / "tensorboard", "TensorBoard files"):
+                self._tb = SummaryWriter(logdir=str(folder / "tensorboard"))
+
+    def _store(self, what: str, write: Callable[[RunStore], None]) -> None:
+        if self.store is not None and self._write is not None:
+            store = self.store
+            self._write(what, lambda: write(store))
 
     def start(self, name: str, config: Mapping[str, Any], mode: str, strategy: str,
               metric: str) -> None:
-        if self.store is not None:
-            self.store.start_run(self.run_id, name, config, mode, strategy, metric)
+        self._store(f"the start of run {self.run_id}", lambda s: s.start_run(
+            self.run_id, name, config, mode, strategy, metric))
 
-    def resume(self) -> tuple[int, ServerState] | None:
-        """The last checkpoint of this run, with what the store recorded after it dropped."""
-        saved = load_checkpoint(self.folder)
-        done = saved.round if saved is not None else 0
-        if self.store is not None:
-            self.store.forget_after(self.run_id, done)
-        log.warning("resuming run %s after round %d", self.run_id, done)
-        return None if saved is None else (saved.round, saved.state)
+    def resume_point(self) -> Checkpoint:
+        """The checkpoint `--resume` continues from (read once).
+
+        Raises:
+            ConfigError: it is missing or damaged, naming its path and what to do; nothing
+                recorded is touched then.
+        """
+        if self._resume_from is None:
+            saved = load_checkpoint(self.folder)
+            if saved is None:
+                why = ("run.checkpoint_every = 0 saves none" if self._checkpointer is None else
+                       "the run stopped before its first checkpoint, or the file was removed")
+                raise ConfigError(f"--resume: no checkpoint at {self.folder / FILE} for run "
+                                  f"{self.run_id} ({why}). Restore the file, or start the run "
+                                  f"again without --resume (a new run; the rounds recorded so "
+                                  f"far stay in the store)")
+            self._resume_from = saved
+        return self._resume_from
+
+    def resume(self) -> tuple[int, ServerState]:
+        """The last checkpoint of this run; what the store recorded after it is dropped (those
+        rounds run again).
+
+        Raises:
+            ConfigError: the checkpoint is missing or damaged (see `resume_point`).
+        """
+        saved = self.resume_point()
+        self._store(f"the resumption of run {self.run_id}",
+                    lambda s: s.forget_after(self.run_id, saved.round))
+        log.warning("resuming run %s after round %d", self.run_id, saved.round)
+        return saved.round, saved.state
 
     def __call__(self, event: RoundEvent) -> None:
-        if self.store is not None:
-            self.store.record(self.run_id, event)
+        self._store(f"round {event.round}", lambda s: s.record(self.run_id, event))
         if self._tb is not None:
             self._tensorboard(event)
 
     def checkpoint(self, round: int, state: ServerState) -> None:
-        if self._checkpointer is not None:
-            self._checkpointer(round, state)
+        """Called after each committed round: saves when due (a failure is logged)."""
+        if self._checkpointer is None:
+            return
+        self._unsaved = (round, state)
+        if self._checkpointer.due(round):
+            self._save(strict=False)
+
+    def _save(self, strict: bool) -> None:
+        if self._unsaved is None:
+            return
+        round, state = self._unsaved
+        try:
+            save_checkpoint(self.folder, round, state)
+        except ConfigError as e:
+            if strict:
+                raise
+            log.warning("%s. The run goes on; the previous checkpoint stays", e)
+            return
+        self._unsaved = None
 
     def finish(self, status: str = "finished",
                comparison: Mapping[str, Any] | None = None) -> None:
-        if self.store is not None:
-            self.store.finish(self.run_id, status, comparison)
+        """Record the run's end. A finished run first checkpoints its last state.
+
+        Raises:
+            ConfigError: that checkpoint cannot be written (the run is recorded as failed).
+        """
+        try:
+            if status == "finished":
+                self._save(strict=True)
+        except ConfigError:
+            self._end("failed", None)
+            raise
+        self._end(status, comparison)
+
+    def _end(self, status: str, comparison: Mapping[str, Any] | None) -> None:
+        self._store(f"the end of run {self.run_id}",
+                    lambda s: s.finish(self.run_id, status, comparison))
+        if self._write is not None and not self._write.drain():
+            lost = self._write.lost()
+            log.error("run store %s: %d write(s) could not be recorded (%s ... %s); the "
+                      "run's results folder %s holds what was written there", self._write.url,
+                      len(lost), lost[0], lost[-1], self.folder)
         if self._tb is not None:
-            self._tb.close()
+            with contextlib.suppress(Exception):
+                self._tb.close()
 
     def _tensorboard(self, event: RoundEvent) -> None:
+        try:
+            self._write_scalars(event)
+        except Exception as e:  # noqa: BLE001 (TensorBoard is a convenience, never a stop)
+            log.warning("TensorBoard files in %s: %s; no more are written for this run",
+                        self.folder / "tensorboard", type(e).__name__)
+            self._tb = None
+
+    def _write_scalars(self, event: RoundEvent) -> None:
         step = event.round
         for key, value in event.federated.items():
             self._tb.add_scalar(f"federated/{key}", value, step)
@@ -88,15 +178,20 @@ class Recorder:
 
 
 def new_run(output_dir: Path, name: str) -> tuple[str, Path]:
-    """A fresh run id (<name>-<time>[-n]) and its results folder, created."""
+    """A fresh run id (<name>-<time>[-n]) and its results folder, created.
+
+    Raises:
+        ConfigError: the folder cannot be created (read-only, full, a file in the way).
+    """
     import time
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_id, n = f"{name}-{stamp}", 1
-    while (output_dir / run_id).exists():
-        run_id, n = f"{name}-{stamp}-{n}", n + 1
-    folder = output_dir / run_id
-    folder.mkdir(parents=True)
+    with writing(output_dir, "the results folder"):
+        while (output_dir / run_id).exists():
+            run_id, n = f"{name}-{stamp}-{n}", n + 1
+        folder = output_dir / run_id
+        folder.mkdir(parents=True)
     return run_id, folder
 
 
@@ -116,7 +211,14 @@ def recorder_for(cfg: RunConfig, run_id: str, folder: Path) -> Recorder:
 
 
 def start_run(cfg: RunConfig, metric: str) -> Recorder:
-    """A new run: its id, its results folder, its row in the store."""
+    """A new run: its id, its results folder, its row in the store.
+
+    Raises:
+        ConfigError: run.name is too long for the store, or the results folder cannot be
+            written.
+    """
+    if cfg.store.enabled:
+        check_name(cfg.run.name)
     run_id, folder = new_run(Path(cfg.run.output_dir), cfg.run.name)
     recorder = recorder_for(cfg, run_id, folder)
     recorder.start(cfg.run.name, cfg.model_dump(mode="json"), cfg.run.mode, cfg.strategy.name,
@@ -128,10 +230,12 @@ def unfinished_run(cfg: RunConfig) -> Recorder:
     """The recorder of the newest unfinished run of this config (what --resume continues).
 
     Raises:
-        ConfigError: the store holds no such run.
+        ConfigError: the store holds no such run, or its checkpoint is missing or damaged.
     """
     store = store_for(cfg) or RunStore(Path(cfg.run.output_dir) / "fedsilo.db")
     run_id = store.latest(cfg.run.name)
     if run_id is None:
         raise ConfigError(f"--resume: no unfinished run named '{cfg.run.name}' in {store.url}")
-    return recorder_for(cfg, run_id, Path(cfg.run.output_dir) / run_id)
+    recorder = recorder_for(cfg, run_id, Path(cfg.run.output_dir) / run_id)
+    recorder.resume_point()  # a missing or damaged checkpoint stops here, before any work
+    return recorder

@@ -6,6 +6,7 @@ SQLAlchemy. The dashboard reads it live while training writes it."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +18,8 @@ from sqlalchemy.engine import Engine
 from fedsilo.engine.events import RoundEvent
 from fedsilo.errors import ConfigError
 from fedsilo.store import audit as audit_chain
+from fedsilo.store.disk import disk_error
+from fedsilo.store.redact import redact_config, redact_url
 from fedsilo.store.schema import (
     audit,
     events,
@@ -25,9 +28,18 @@ from fedsilo.store.schema import (
     participation,
     rounds,
     runs,
+    size,
 )
+from fedsilo.store.values import finite, fit, strict_json
+from fedsilo.store.writer import describe
 
 DEFAULT_FILE = "fedsilo.db"
+INSTITUTION = audit_chain.INSTITUTION
+METRIC = size(institution_metrics.c.name)
+RUN_ID = size(runs.c.run_id)
+NAME = RUN_ID - 20  # a run id is the name, '-', the start time (15) and maybe '-n'
+
+log = logging.getLogger(__name__)
 
 
 def store_url(target: str | Path) -> str:
@@ -47,12 +59,19 @@ def epsilon_of(event: RoundEvent) -> float | None:
         value = event.metrics.get(part, {}).get(key) if isinstance(
             event.metrics.get(part), Mapping) else None
         if value is not None:
-            return float(value)
+            return finite(value)
     return None
 
 
+def check_name(name: str) -> None:
+    """Raises ConfigError if runs called `name` would not fit the store."""
+    if len(name) > NAME:
+        raise ConfigError(f"run.name is {len(name)} characters; the run store holds names of "
+                          f"up to {NAME}")
+
+
 def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=float)
+    return strict_json(value, sort_keys=True)
 
 
 class RunStore:
@@ -62,60 +81,68 @@ class RunStore:
         create: make an SQLite store that does not exist yet (runs do); False to only open
             an existing one (the audit and the dashboard read what runs wrote).
 
+    Attributes:
+        url: the store's URL for messages, its password hidden (the engine has the real one).
+
     Raises:
         ConfigError: the store cannot be opened, or (create=False) there is no SQLite store
             at that path (none is created).
     """
 
     def __init__(self, url: str | Path, create: bool = True) -> None:
-        self.url = store_url(url)
-        if self.url.startswith("sqlite:///"):
-            path = Path(self.url[len("sqlite:///"):])
+        real = store_url(url)
+        self.url = redact_url(real)
+        if real.startswith("sqlite:///"):
+            path = Path(real[len("sqlite:///"):])
             if not create and not path.is_file():
                 raise ConfigError(f"no run store at {path} (a run creates it; --store names "
                                   f"a results folder, a .db file or a database URL)")
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise disk_error(path.parent, "the run store", e) from None
         try:
-            self.engine: Engine = create_engine(self.url, future=True)
+            self.engine: Engine = create_engine(real, future=True)
             metadata.create_all(self.engine)
-        except Exception as e:  # a bad URL, an unreachable server, a missing driver
+        except Exception as e:  # a bad URL, an unreachable server, a missing driver, a full
+            hint = ("; its folder must be writable, with free space (or set [store] url)"
+                    if real.startswith("sqlite") else "")  # or read-only disk (SQLite)
             raise ConfigError(f"run store '{self.url}' cannot be opened: "
-                              f"{type(e).__name__}: {e}") from None
+                              f"{describe(e, real)}{hint}") from None
 
     # writing ----------------------------------------------------------------------------
     def start_run(self, run_id: str, name: str, config: Mapping[str, Any], mode: str,
                   strategy: str, metric: str) -> None:
+        """The run's row. Raises ConfigError (before writing) if its id does not fit."""
+        if len(run_id) > RUN_ID:
+            raise ConfigError(f"run id of {len(run_id)} characters: the run store holds up "
+                              f"to {RUN_ID}; shorten run.name")
         with self.engine.begin() as db:
             db.execute(insert(runs).values(
                 run_id=run_id, name=name, started_at=time.time(), status="running", mode=mode,
-                strategy=strategy, metric=metric, config=_json(config)))
+                strategy=strategy, metric=metric, config=_json(redact_config(dict(config)))))
             db.execute(insert(events).values(run_id=run_id, time=time.time(), kind="start",
                                              message=f"run '{name}' started"))
 
     def record(self, run_id: str, event: RoundEvent) -> None:
-        """One round, in one transaction: round row, participants, metrics, audit entry."""
+        """One round, in one transaction: round row, participants, metrics, audit entry.
+        Institution and metric names longer than their columns are shortened (`fit`); metric
+        values that are NaN or infinite are not stored (missing)."""
         entry = audit_chain.canonical(audit_chain.entry_of(event))
         with self.engine.begin() as db:
             prev = db.execute(select(audit.c.hash).where(audit.c.run_id == run_id)
                               .order_by(audit.c.round.desc()).limit(1)).scalar()
             prev = prev or audit_chain.GENESIS
             db.execute(insert(rounds).values(
-                run_id=run_id, round=event.round, version=event.version, seconds=event.seconds,
-                clock_time=event.metrics.get("clock", {}).get("time"), epsilon=epsilon_of(event),
-                federated=_json(dict(event.federated)), metrics=_json(event.metrics),
-                model_digest=event.model_digest))
-            rows = [{"run_id": run_id, "round": event.round, "institution": c,
-                     "status": "accepted", "reason": None,
-                     "update_digest": event.digests.get(c)} for c in sorted(set(
-                         event.participants))]
-            rows += [{"run_id": run_id, "round": event.round, "institution": c,
-                      "status": "rejected", "reason": r, "update_digest": None}
-                     for c, r in sorted(event.rejected.items()) if c not in event.participants]
+                run_id=run_id, round=event.round, version=event.version,
+                seconds=finite(event.seconds) or 0.0,
+                clock_time=finite(event.metrics.get("clock", {}).get("time")),
+                epsilon=epsilon_of(event), federated=_json(dict(event.federated)),
+                metrics=_json(event.metrics), model_digest=event.model_digest))
+            rows = _participation(run_id, event)
             if rows:
                 db.execute(insert(participation), rows)
-            values = [{"run_id": run_id, "round": event.round, "institution": inst,
-                       "name": k, "value": float(v)}
-                      for inst, m in event.evaluation.items() for k, v in m.items()]
+            values = _metric_rows(run_id, event)
             if values:
                 db.execute(insert(institution_metrics), values)
             db.execute(insert(audit).values(run_id=run_id, round=event.round, entry=entry,
@@ -174,7 +201,7 @@ class RunStore:
             if head is None:
                 raise ConfigError(f"no run '{run_id}' in {self.url}")
             out = dict(head._mapping)
-            out["config"] = json.loads(out["config"])
+            out["config"] = redact_config(json.loads(out["config"]))
             out["comparison"] = json.loads(out["comparison"]) if out["comparison"] else None
             out["rounds"] = [{**dict(r._mapping), "federated": json.loads(r.federated),
                               "metrics": json.loads(r.metrics)} for r in db.execute(
@@ -199,6 +226,40 @@ class RunStore:
             return audit_chain.Verdict(False, len(chain), f"{len(data['rounds'])} rounds "
                                        f"recorded but {len(chain)} audit entries")
         return audit_chain.verify_chain(chain, _facts(data))
+
+
+def _participation(run_id: str, event: RoundEvent) -> list[dict[str, Any]]:
+    """The round's participation rows: accepted, then rejected (with the reason)."""
+    rows = [{"run_id": run_id, "round": event.round, "institution": fit(c, INSTITUTION),
+             "status": "accepted", "reason": None, "update_digest": event.digests.get(c)}
+            for c in sorted(set(event.participants))]
+    rows += [{"run_id": run_id, "round": event.round, "institution": fit(c, INSTITUTION),
+              "status": "rejected", "reason": r, "update_digest": None}
+             for c, r in sorted(event.rejected.items()) if c not in event.participants]
+    return rows
+
+
+def _metric_rows(run_id: str, event: RoundEvent) -> list[dict[str, Any]]:
+    """The round's per-institution metric rows: finite values only, names that fit."""
+    rows, missing, shortened = [], 0, 0
+    for inst, metrics in event.evaluation.items():
+        for name, value in metrics.items():
+            number = finite(value)
+            if number is None:
+                missing += 1
+                continue
+            shortened += len(name) > METRIC or len(inst) > INSTITUTION
+            rows.append({"run_id": run_id, "round": event.round,
+                         "institution": fit(inst, INSTITUTION), "name": fit(name, METRIC),
+                         "value": number})
+    if missing:
+        log.warning("run store: round %d: %d metric value(s) not finite (NaN, infinite, not a "
+                    "number), stored as missing", event.round, missing)
+    if shortened:
+        log.warning("run store: round %d: %d metric(s) with an institution or metric name "
+                    "longer than its column, stored shortened (its start, '~', SHA-256)",
+                    event.round, shortened)
+    return rows
 
 
 def _facts(data: Mapping[str, Any]) -> dict[int, dict[str, Any]]:

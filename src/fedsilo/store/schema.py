@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
+
+
+def size(column: Column[Any]) -> int:
+    """How many characters a String column holds."""
+    kind = column.type
+    assert isinstance(kind, String) and kind.length is not None, column.name
+    return kind.length
+
 
 runs = Table(
     "runs", metadata,

@@ -5,19 +5,22 @@ Arrays travel as their little-endian bytes (no pickling, no per-element encoding
 frames are written and read directly in protobuf's wire format (tag 0x12, varint length,
 bytes) so that a chunk is copied once on each side: into the frame when sent, and from the
 received frame into the preallocated array. Envelopes go through protobuf. A manifest that
-disagrees with the bytes received, an unknown dtype or an absurd shape is a MalformedUpdate.
+disagrees with the bytes received, an unknown dtype or an absurd shape is a MalformedUpdate;
+so is one that is not what the task it answers expects (`expect`, checked on the envelope,
+before anything is allocated or another frame is read).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
-from fedsilo.core.messages import ErrorInfo, Reply, Task, TaskKind
+from fedsilo.core.messages import ErrorInfo, Reply, ReplySpec, Task, TaskKind
 from fedsilo.core.params import Params
 from fedsilo.errors import MalformedUpdate
 from fedsilo.transport.grpc import fedsilo_pb2 as pb
@@ -26,6 +29,9 @@ CHUNK = 1 << 20
 ALLOWED_DTYPES = {np.dtype(t).newbyteorder("<").str for t in
                   ("f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "?")}
 MAX_BYTES = 1 << 36  # 64 GiB: far above any model we move, far below a hostile manifest
+MAX_DIMS = 32        # numpy's limit
+FIT_FALLBACK = (4, 64 << 20)  # a fit task that states no ReplySpec: 4 x its model + 64 MiB
+Expect = Callable[[str, Mapping[str, Any]], ReplySpec]  # (kind, metadata) -> what may come
 
 
 def _le(a: np.ndarray) -> np.ndarray:
@@ -78,12 +84,15 @@ def encode(kind: str, meta: Mapping[str, Any], arrays: Params | None,
             yield b"".join((tag, _varint(len(part)), part))
 
 
-def decode(frames: Iterable[bytes]) -> tuple[str, dict[str, Any], Params]:
-    """(kind, metadata, arrays) from the serialized frames of one message.
+def decode(frames: Iterable[bytes], expect: Expect | None = None,
+           ) -> tuple[str, dict[str, Any], Params]:
+    """(kind, metadata, arrays) from the serialized frames of one message. With `expect`,
+    the manifest must be what `expect(kind, metadata)` allows (see `check_manifest`) before
+    any array is allocated; `expect` may itself refuse (a reply to no open task).
 
     Raises:
-        MalformedUpdate: missing envelope, bad JSON, disallowed dtype, or byte count that does
-            not match the manifest.
+        MalformedUpdate: missing envelope, bad JSON, disallowed dtype, a manifest the task does
+            not expect, or a byte count that does not match the manifest.
     """
     it = iter(frames)
     first = next(it, None)
@@ -98,6 +107,10 @@ def decode(frames: Iterable[bytes]) -> tuple[str, dict[str, Any], Params]:
         meta = json.loads(env.json or "{}")
     except json.JSONDecodeError as e:
         raise MalformedUpdate(f"envelope metadata is not valid JSON: {e}") from None
+    if not isinstance(meta, dict):
+        raise MalformedUpdate("envelope metadata is not a JSON object")
+    if expect is not None:
+        check_manifest(env, expect(env.kind, meta))
     arrays, views = _allocate(env)
     filled, index, offset = 0, 0, 0
     for frame in it:
@@ -119,25 +132,85 @@ def decode(frames: Iterable[bytes]) -> tuple[str, dict[str, Any], Params]:
     return env.kind, meta, arrays
 
 
+def _nbytes(spec: Any) -> int:
+    """Bytes of one manifest entry, in Python integers (no int64 overflow: a shape like
+    [2**62, 4] is 2**66 bytes, not 0)."""
+    if spec.dtype not in ALLOWED_DTYPES:
+        raise MalformedUpdate(f"array '{shown(spec.name)}': dtype '{shown(spec.dtype)}' is "
+                              f"not allowed")
+    if len(spec.shape) > MAX_DIMS:
+        raise MalformedUpdate(f"array '{shown(spec.name)}': more than {MAX_DIMS} dimensions")
+    if any(d < 0 for d in spec.shape):
+        raise MalformedUpdate(f"array '{shown(spec.name)}': negative dimension in "
+                              f"{list(spec.shape)}")
+    return math.prod(int(d) for d in spec.shape) * np.dtype(spec.dtype).itemsize
+
+
+def shown(name: str) -> str:
+    """A manifest name for a message: it comes from the peer, so it is cut short."""
+    return name if len(name) <= 64 else f"{name[:64]}..."
+
+
+def check_manifest(env: Any, allowed: ReplySpec) -> None:
+    """The envelope's arrays are none (an error reply) or exactly those `allowed` names, with
+    its dtypes and shapes (-1: any length), and all together at most `allowed.max_bytes`.
+
+    Raises:
+        MalformedUpdate: naming the first difference (never a value).
+    """
+    sizes = [_nbytes(spec) for spec in env.arrays]
+    names = [spec.name for spec in env.arrays]
+    if len(set(names)) != len(names):
+        raise MalformedUpdate("reply manifest names an array twice")
+    if allowed.arrays is not None and names:
+        missing = [n for n in allowed.arrays if n not in names]
+        extra = sum(n not in allowed.arrays for n in names)
+        if missing or extra:
+            raise MalformedUpdate(f"reply manifest differs from what the task expects: "
+                                  f"missing {missing[:8]}, {extra} unexpected array(s)")
+        for spec in env.arrays:
+            want = allowed.arrays[spec.name]
+            shape = tuple(int(d) for d in spec.shape)
+            if np.dtype(spec.dtype) != want.dtype:
+                raise MalformedUpdate(f"reply manifest: '{spec.name}' is not {want.dtype} as "
+                                      f"the task expects")
+            if len(shape) != len(want.shape) or any(
+                    w not in (-1, d) for d, w in zip(shape, want.shape)):
+                raise MalformedUpdate(f"reply manifest: '{spec.name}' has shape "
+                                      f"{list(shape) if len(shape) <= 8 else '(too many)'}, "
+                                      f"the task expects {list(want.shape)}")
+    if sum(sizes) > allowed.max_bytes:
+        raise MalformedUpdate(f"reply manifest announces {sum(sizes)} bytes, more than the "
+                              f"{allowed.max_bytes} its task allows")
+
+
+def expected_reply(task: Task) -> ReplySpec:
+    """What a reply to `task` may carry: the ReplySpec its strategy attached; else no arrays
+    (only fit replies carry any), and for a fit task without one, up to 4 times the bytes of
+    its model plus 64 MiB, under any names."""
+    if task.expects is not None:
+        return task.expects
+    if task.kind is not TaskKind.FIT:
+        return ReplySpec({}, 0)
+    factor, extra = FIT_FALLBACK
+    return ReplySpec(None, factor * sum(a.nbytes for a in task.params.values()) + extra)
+
+
 def _allocate(env: Any) -> tuple[Params, list[np.ndarray]]:
     arrays: Params = {}
     total = 0
     for spec in env.arrays:
-        if spec.dtype not in ALLOWED_DTYPES:
-            raise MalformedUpdate(f"array '{spec.name}': dtype '{spec.dtype}' is not allowed")
-        if any(d < 0 for d in spec.shape):
-            raise MalformedUpdate(f"array '{spec.name}': negative dimension in {list(spec.shape)}")
+        size = _nbytes(spec)
         if spec.name in arrays:
-            raise MalformedUpdate(f"array '{spec.name}' appears twice in the manifest")
-        dtype = np.dtype(spec.dtype)
-        size = int(np.prod(spec.shape, dtype=np.int64)) * dtype.itemsize
+            raise MalformedUpdate(f"array '{shown(spec.name)}' appears twice in the manifest")
         total += size
         if total > MAX_BYTES:
             raise MalformedUpdate(f"manifest announces more than {MAX_BYTES} bytes")
-        arrays[spec.name] = np.empty(tuple(spec.shape), dtype=dtype)
     if total != env.total_bytes:
         raise MalformedUpdate(f"manifest arrays hold {total} bytes, envelope says "
                               f"{env.total_bytes}")
+    for spec in env.arrays:
+        arrays[spec.name] = np.empty(tuple(spec.shape), dtype=np.dtype(spec.dtype))
     return arrays, [a.reshape(-1).view(np.uint8) for a in arrays.values() if a.size]
 
 
@@ -152,7 +225,7 @@ def task_from(meta: Mapping[str, Any], arrays: Params) -> Task:
         return Task(str(meta["run_id"]), int(meta["round"]), int(meta["model_version"]),
                     TaskKind(meta["kind"]), str(meta["client_id"]), arrays,
                     dict(meta.get("config", {})), dict(meta.get("layer_config", {})))
-    except (KeyError, ValueError, TypeError) as e:
+    except (KeyError, ValueError, TypeError, OverflowError) as e:
         raise MalformedUpdate(f"task metadata is incomplete or wrong: {e!r}") from None
 
 
@@ -165,13 +238,26 @@ def reply_meta(reply: Reply) -> dict[str, Any]:
 
 
 def reply_from(meta: Mapping[str, Any], arrays: Params, client_id: str) -> Reply:
-    """A Reply whose `client_id` is the authenticated identity, whatever the metadata says."""
+    """A Reply whose `client_id` is the authenticated identity, whatever the metadata says.
+    Its metrics and example count are checked later, against the task (algorithms/admission);
+    an error it carries is kept to a known code's form and a bounded reason."""
     try:
-        error = ErrorInfo(**meta["error"]) if meta.get("error") else None
+        error = _error_from(meta["error"]) if meta.get("error") else None
         metrics = {str(k): float(v) for k, v in dict(meta.get("metrics", {})).items()}
         return Reply(str(meta["task_id"]), client_id, int(meta["round"]),
                      int(meta["model_version"]), int(meta["num_examples"]),
                      arrays if meta.get("has_update") else None, metrics,
                      dict(meta.get("payload", {})), error)
-    except (KeyError, ValueError, TypeError) as e:
-        raise MalformedUpdate(f"reply metadata is incomplete or wrong: {e!r}") from None
+    except (KeyError, ValueError, TypeError, OverflowError) as e:
+        what = f"missing {e}" if isinstance(e, KeyError) else type(e).__name__
+        raise MalformedUpdate(f"reply metadata is incomplete or wrong ({what})") from None
+
+
+MAX_REASON = 2000  # characters of an institution's error reason kept
+
+
+def _error_from(raw: Mapping[str, Any]) -> ErrorInfo:
+    code, reason = str(raw["code"]), str(raw["reason"])
+    if not (code.isidentifier() and code.isascii() and len(code) <= 40):
+        code = "client_error"
+    return ErrorInfo(code, reason if len(reason) <= MAX_REASON else reason[:MAX_REASON] + "...")

@@ -132,7 +132,8 @@ def test_one_masked_vector_is_uniform_and_uncorrelated_with_the_input():
     alive = NAMES
     for stage in staged.pre_stages:
         requests = staged.stage_requests(stage, acc, alive)
-        answers = {n: staged.stage_respond(stage, requests[n], contexts[n], n) for n in alive}
+        answers = {n: staged.stage_check(stage, acc, n, staged.stage_respond(
+            stage, requests[n], contexts[n], n)) for n in alive}
         alive = staged.stage_collect(stage, acc, answers)
     x = np.linspace(-1, 1, 20_000).astype(np.float32)  # a structured input
     y = layer.encode({"w": x}, 10, staged.fit_config(acc, "inst0"), contexts["inst0"])["w"]

@@ -1,9 +1,13 @@
 """Privacy accounting with Google's dp-accounting (RDP accountant), never home-made formulas.
 
 Each round releases a Gaussian-noised sum of clipped institution updates: a Gaussian mechanism
-with noise multiplier z (noise std / clip norm), Poisson-subsampled at the cohort fraction q
-(fixed-size sampling without replacement is approximated by Poisson sampling at q, as in TFF and
-Opacus). ε after T rounds at δ is the RDP accountant's value for that composition.
+with noise multiplier z (noise std / clip norm). ε after T rounds at δ is the RDP accountant's
+value for T such releases.
+
+Central and distributed DP are accounted with q = 1 (`Accountant.public_cohort`): the server
+draws each round's cohort from the public run seed and the run store records who took part, so
+no institution's participation is secret and sampling amplifies nothing against the server.
+A rate q < 1 (Poisson subsampling) is only for a cohort the observer cannot know.
 """
 
 from __future__ import annotations
@@ -33,6 +37,12 @@ class Accountant:
             raise ConfigError(f"privacy: sampling rate must be in (0, 1], got {self.sampling_rate}")
         if not 0 < self.delta < 1:
             raise ConfigError(f"privacy: delta must be in (0, 1), got {self.delta}")
+
+    @classmethod
+    def public_cohort(cls, noise_multiplier: float, delta: float) -> Accountant:
+        """The accountant of central and distributed DP: every round is a full Gaussian release
+        for every institution (q = 1), as the cohort is known to the server."""
+        return cls(noise_multiplier, 1.0, delta)
 
     def event(self, rounds: int) -> dpa.DpEvent:
         one: dpa.DpEvent = dpa.GaussianDpEvent(self.noise_multiplier)

@@ -6,10 +6,13 @@
 - NoiseShare (distributed DP, for secure aggregation): each institution adds N(0, σ²/m) to its
   own clipped update before masking, m = the minimum number of contributors; the server only
   ever sees the sum, which carries at least N(0, σ²) when m or more institutions contribute.
-  The guarantee is computed for that σ (a conservative bound when more contribute).
+  The guarantee is computed for that σ (a conservative bound when more contribute); a sum of
+  fewer than m shares is never revealed: the round aborts before the secure sum's unmasking
+  (or decryption) stage.
 
-The adaptive-clipping bit gets its own noise σ_b. Noise is drawn from a generator seeded by the
-OS (unpredictable) unless `deterministic` is set for experiments.
+The adaptive-clipping bit gets its own noise σ_b. Noise is drawn from numpy's PCG64 seeded with
+128 bits from `secrets` (OS entropy), freshly for every release, unless `deterministic` (a run
+seed, for experiments) derives it from that seed: then whoever knows the seed can subtract it.
 """
 
 from __future__ import annotations
@@ -21,13 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from fedsilo.aggregation.base import Accumulator, Layer
+from fedsilo.aggregation.base import Accumulator, Layer, find_staged
 from fedsilo.aggregation.dp.accountant import Accountant
 from fedsilo.aggregation.dp.clipping import CLIP_BIT
 from fedsilo.aggregation.mean import WEIGHT_KEY
 from fedsilo.core.params import Params, ParamSpec
 from fedsilo.core.rng import generator
-from fedsilo.errors import ConfigError
+from fedsilo.errors import ConfigError, SecureAggregationAborted
 
 
 def _rng(deterministic: int | None, *key: str | int) -> np.random.Generator:
@@ -102,7 +105,11 @@ class GaussianNoise(_Passthrough):
 class NoiseShare(_Passthrough):
     """Distributed DP: each institution adds N(0, σ²/m) to its update before the inner
     (secure) sum, σ = `multiplier` × the round's clip norm; `shares` = m, the minimum number
-    of contributors."""
+    of contributors.
+
+    The secure sum's stages (`secure`, found below) run through this layer, so that a sum of
+    fewer than m shares is never revealed: SecureAggregationAborted (the round is not
+    committed) instead of the requests to unmask or decrypt it."""
 
     name = "noise_share"
 
@@ -114,6 +121,29 @@ class NoiseShare(_Passthrough):
         self.multiplier, self.shares, self.bit_stddev = multiplier, shares, bit_stddev
         self.inner, self.accountant, self.deterministic = inner, accountant, deterministic
         self.clip_norm = clip_norm
+        self.secure: Any = find_staged(inner)  # SecAgg+ or CKKS; None under a plain sum
+
+    def __getattr__(self, attr: str) -> Any:
+        """The rest of the secure sum's stage protocol (pre_stages, post_stages, begin,
+        stage_collect, stage_respond, ...) is the secure sum's own; without a secure sum this
+        layer has none, and find_staged looks further down."""
+        secure = self.__dict__.get("secure")
+        if secure is None or attr.startswith("__"):
+            raise AttributeError(attr)
+        return getattr(secure, attr)
+
+    def stage_requests(self, stage: str, acc: Accumulator,
+                       alive: list[str]) -> dict[str, dict[str, Any]]:
+        if stage in self.secure.post_stages:  # the stages that reveal the sum
+            self._check_shares(len(alive))
+        return dict(self.secure.stage_requests(stage, acc, alive))
+
+    def _check_shares(self, contributions: int) -> None:
+        if contributions < self.shares:
+            raise SecureAggregationAborted(
+                f"distributed DP: {contributions} contributions carry {contributions} of the "
+                f"{self.shares} noise shares the privacy guarantee is accounted for "
+                f"(min_contributors); their sum is not revealed")
 
     def encode(self, update: Params, num_examples: int, config: Mapping[str, Any],
                context: dict[str, Any]) -> Params:
@@ -125,6 +155,7 @@ class NoiseShare(_Passthrough):
         return self.inner.encode(noisy, num_examples, config, context)
 
     def finalize(self, state: Any, acc: Accumulator) -> tuple[Any, Params, dict[str, float]]:
+        self._check_shares(acc.count)
         inner_state, sums, metrics = self.inner.finalize(state["inner"], acc)
         releases = state["releases"] + 1
         stddev = self.multiplier * float(acc.extra.get("clip_norm", self.clip_norm))

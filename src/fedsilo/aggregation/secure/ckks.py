@@ -22,7 +22,7 @@ import numpy as np
 
 from fedsilo.aggregation.base import Accumulator
 from fedsilo.core.params import ArraySpec, Params, ParamSpec
-from fedsilo.errors import ConfigError, MalformedUpdate, SecureAggregationAborted
+from fedsilo.errors import ConfigError, MalformedUpdate, ProtocolError, SecureAggregationAborted
 
 SLOTS = 4096  # values per ciphertext at poly modulus degree 8192
 
@@ -141,6 +141,15 @@ class CKKSSum:
         blobs = {n: base64.b64encode(_pack([v.serialize() for v in vs]).tobytes()).decode()
                  for n, vs in state["sum"].items()}
         return {sorted(alive)[0]: {"round": state["round"], "sum": blobs}}
+
+    def stage_check(self, stage: str, acc: Accumulator, client: str, answer: Any) -> Any:
+        """A decrypt answer: the plain sum, one base64 text per parameter name."""
+        plain = answer.get("plain") if isinstance(answer, Mapping) else None
+        if (not isinstance(plain, Mapping) or set(plain) != set(acc.extra["ckks"]["shapes"])
+                or not all(isinstance(v, str) for v in plain.values())):
+            raise ProtocolError(f"ckks: the {stage} answer of '{client}' is not one base64 "
+                                f"text per parameter")
+        return answer
 
     def stage_collect(self, stage: str, acc: Accumulator,
                       replies: Mapping[str, Mapping[str, Any]]) -> list[str]:

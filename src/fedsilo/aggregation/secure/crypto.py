@@ -24,6 +24,7 @@ from fedsilo.errors import ProtocolError
 
 _RAW = serialization.Encoding.Raw, serialization.PublicFormat.Raw
 _ZERO_NONCE = bytes(16)
+_PROBE: list[X25519PrivateKey] = []  # a throwaway key to test peers' public keys with
 
 
 def keypair() -> tuple[X25519PrivateKey, bytes]:
@@ -39,6 +40,18 @@ def private_bytes(sk: X25519PrivateKey) -> bytes:
 
 def private_from(raw: bytes) -> X25519PrivateKey:
     return X25519PrivateKey.from_private_bytes(raw)
+
+
+def check_public(raw: bytes) -> None:
+    """Raises ProtocolError unless `raw` is an X25519 public key that agreement accepts: 32
+    bytes and not a small-order point (whose shared secret would be all zeros)."""
+    agree(_probe(), raw, b"check")
+
+
+def _probe() -> X25519PrivateKey:
+    if not _PROBE:
+        _PROBE.append(X25519PrivateKey.generate())
+    return _PROBE[0]
 
 
 def agree(sk: X25519PrivateKey, peer_public: bytes, purpose: bytes) -> bytes:

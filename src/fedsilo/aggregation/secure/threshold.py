@@ -1,6 +1,7 @@
 """Which cohorts a SecAgg(+) Shamir threshold fits: every institution must have at least t
 neighbours (to rebuild its secrets) and t must exceed half of them (so the shares a survivor
-reveals never rebuild both of a neighbour's secrets)."""
+reveals never rebuild both of a neighbour's secrets). Counted on the graph the round really
+uses: with an odd cohort and odd k no k-regular graph exists and everyone gets k + 1."""
 
 from __future__ import annotations
 
@@ -8,8 +9,16 @@ from fedsilo.errors import ConfigError, SecureAggregationAborted
 
 
 def neighbourhood(cohort: int, neighbours: int | None) -> int:
-    """Each institution's number of neighbours: k (None: everyone), at most the others."""
-    return cohort - 1 if neighbours is None else min(neighbours, cohort - 1)
+    """Each institution's number of neighbours on the ring graph of `cohort` institutions:
+    k (None: everyone), at most the others, k + 1 when both the cohort and k are odd."""
+    if neighbours is None or neighbours >= cohort - 1:
+        return max(cohort - 1, 0)
+    return neighbours + 1 if cohort % 2 == 1 and neighbours % 2 == 1 else neighbours
+
+
+def majority(threshold: int, neighbourhood: int) -> bool:
+    """Whether t shares exceed half of the neighbourhood (the core SecAgg condition)."""
+    return 2 * threshold > neighbourhood
 
 
 def check_cohort(threshold: int, neighbours: int | None, cohort: int) -> int:
@@ -25,6 +34,9 @@ def check_cohort(threshold: int, neighbours: int | None, cohort: int) -> int:
             f"threshold {threshold} needs at least {threshold + 1} institutions in a round "
             f"(each one's key shares go to {threshold} or more neighbours), {cohort} in the "
             f"cohort")
-    if 2 * threshold <= k:
-        raise ConfigError(f"threshold {threshold} must exceed half the neighbourhood ({k})")
+    if not majority(threshold, k):
+        odd = (f": with {cohort} institutions and {neighbours} neighbours each the ring "
+               f"gives everyone {k}" if neighbours is not None and k == neighbours + 1 else "")
+        raise ConfigError(f"threshold {threshold} must exceed half the neighbourhood "
+                          f"({k}){odd}")
     return k

@@ -2,7 +2,10 @@
 
 Connection loss is retried with exponential backoff (with jitter); a refusal of identity is
 final (AuthenticationError), and so is a server certificate this kit cannot verify
-(ConfigError: the TLS handshake fails on our side, at the first contact). `stop` (set on
+(ConfigError: the TLS handshake fails on our side, at the first contact). A call the server
+refuses for fair share (RESOURCE_EXHAUSTED: over a limit; ABORTED: a newer Pull of this
+institution replaced it) is retried after a backoff delay on the same connection, and a
+refused reply is sent again: the server is there, it only asks us to slow down. `stop` (set on
 SIGTERM) ends the loop after the current task.
 """
 
@@ -23,6 +26,7 @@ from fedsilo.transport.grpc.server import OPTIONS, SERVICE
 from fedsilo.transport.grpc.tls import INSECURE_ID_HEADER
 
 log = logging.getLogger(__name__)
+REFUSED = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED)
 
 
 class Backoff:
@@ -70,15 +74,22 @@ def run_institution(address: str, handle: Callable[[Task], Reply],
         stub = Stub(channel)
         try:
             while not stop.is_set():
-                kind, meta, arrays = serde.decode(stub.Pull(
-                    pb.PullRequest(wait_seconds=wait), metadata=metadata, timeout=wait + 30))
+                try:
+                    kind, meta, arrays = serde.decode(stub.Pull(
+                        pb.PullRequest(wait_seconds=wait), metadata=metadata,
+                        timeout=wait + 30))
+                except grpc.RpcError as e:
+                    if not slowed_down(e, "our Pull", backoff, stop):
+                        raise
+                    continue
                 backoff.reset()
                 failing = 0.0
                 if kind == "shutdown":
                     log.info("server: the run is over")
                     return answered
                 if kind == "task":
-                    _answer(stub, handle(serde.task_from(meta, arrays)), metadata)
+                    _answer(stub, handle(serde.task_from(meta, arrays)), metadata, backoff,
+                            stop)
                     answered += 1
         except grpc.RpcError as e:
             code = e.code()  # type: ignore[attr-defined]
@@ -106,6 +117,19 @@ REFUSALS = {
     "Hostname Verification Check failed": "its certificate is not for that host name (use "
                                           "the server name the kits were provisioned with)",
 }
+
+
+def slowed_down(error: grpc.RpcError, what: str, backoff: Backoff,
+                stop: threading.Event) -> bool:
+    """If the server refused `what` for fair share, wait a backoff delay and say True; False
+    for any other failure."""
+    if error.code() not in REFUSED:  # type: ignore[attr-defined]
+        return False
+    delay = backoff.next()
+    log.warning("server refused %s: %s; retrying in %.1f s", what,
+                error.details(), delay)  # type: ignore[attr-defined]
+    stop.wait(delay)
+    return True
 
 
 def handshake_refusal(address: str, details: str) -> str | None:
@@ -136,9 +160,17 @@ def _raw(frame: bytes) -> bytes:
     return frame
 
 
-def _answer(stub: Stub, reply: Reply, metadata: list[tuple[str, str]]) -> None:
-    ack = stub.Push(serde.encode("reply", serde.reply_meta(reply), reply.update),
-                    metadata=metadata, timeout=900)
+def _answer(stub: Stub, reply: Reply, metadata: list[tuple[str, str]], backoff: Backoff,
+            stop: threading.Event) -> None:
+    while True:
+        try:
+            ack = stub.Push(serde.encode("reply", serde.reply_meta(reply), reply.update),
+                            metadata=metadata, timeout=900)
+            break
+        except grpc.RpcError as e:
+            if stop.is_set() or not slowed_down(e, f"our reply to {reply.task_id}", backoff,
+                                                stop):
+                raise
     if ack.accepted:
         log.info("task %s: reply accepted", reply.task_id)
     else:

@@ -5,17 +5,25 @@ poll) and receive their next task, then `Push` their reply. `dispatch` queues ta
 institution; `poll` yields replies as they arrive until every dispatched task is answered or
 the deadline passes (then the missing institutions are dropped for that task, and may take the
 next one). Every Push is answered with the strategy's verdict (accepted, or why not).
+
+Fair share (fairness.py): the server is a grpc.aio server, so a waiting Pull is a coroutine on
+one event loop and holds no thread; one Pull per institution waits (a newer one replaces it,
+which ends with ABORTED), one Push per institution is received (on a pool thread, sized one
+per institution), calls that bring no work are rate-limited per institution, and gRPC refuses
+calls beyond `max_concurrent_rpcs` at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 import queue
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +34,9 @@ from fedsilo.core.params import digest
 from fedsilo.errors import AuthenticationError, FedsiloError, UnknownClient, WrongRound
 from fedsilo.transport import serde
 from fedsilo.transport.grpc import fedsilo_pb2 as pb
+from fedsilo.transport.grpc.fairness import FairShare, Limits
+from fedsilo.transport.grpc.gate import ReplyGate
+from fedsilo.transport.grpc.loop import LoopThread
 from fedsilo.transport.grpc.tls import Gatekeeper
 
 if TYPE_CHECKING:
@@ -50,11 +61,14 @@ class GrpcServerTransport:
             (an idle institution is always inside a Pull, so a short window suffices).
         digests: hash every update as it is received (for the audit trail), in the receiving
             thread, so that the round loop does not pay for it.
+        workers: threads receiving Pushes (None: one per project institution, plus 8).
+        limits: what one institution may take of the server (see fairness.Limits).
     """
 
     def __init__(self, address: str, gatekeeper: Gatekeeper,
                  credentials: grpc.ServerCredentials | None, liveness: float = 10.0,
-                 workers: int = 64, digests: bool = False) -> None:
+                 workers: int | None = None, digests: bool = False,
+                 limits: Limits | None = None) -> None:
         if credentials is None and not gatekeeper.insecure:
             raise AuthenticationError("no TLS credentials: pass a kit, or run insecure "
                                       "explicitly")
@@ -67,16 +81,32 @@ class GrpcServerTransport:
         self._delivered: dict[str, Task] = {}  # per institution: sent, not yet answered
         self._seen: dict[str, float] = {}
         self._pulling: dict[str, int] = defaultdict(int)
+        self._waiting: dict[str, _Waiter] = {}  # the one Pull of each institution that waits
+        self.fair = FairShare(limits or Limits())
         self._arrived: queue.Queue[tuple[Reply, Future[Rejection | None]]] = queue.Queue()
         self._futures: dict[str, Future[Rejection | None]] = {}
         self._closing = False
-        self._server = grpc.server(ThreadPoolExecutor(max_workers=workers), options=OPTIONS)
-        self._server.add_generic_rpc_handlers((_handlers(_Servicer(self)),))
-        if credentials is None:
-            self.port = self._server.add_insecure_port(address)
-        else:
-            self.port = self._server.add_secure_port(address, credentials)
-        self._server.start()
+        self._pool = ThreadPoolExecutor(workers or len(gatekeeper.institutions) + 8,
+                                        thread_name_prefix="fedsilo-push")
+        self._loop = LoopThread("fedsilo-grpc")
+        try:
+            self._server, self.port = self._loop.run(self._serve(address, credentials))
+        except BaseException:
+            self._loop.stop()
+            raise
+
+    async def _serve(self, address: str,
+                     credentials: grpc.ServerCredentials | None) -> tuple[Any, int]:
+        limits = self.fair.limits
+        server = grpc.aio.server(
+            migration_thread_pool=self._pool,
+            options=[*OPTIONS, ("grpc.max_concurrent_streams", limits.streams_per_connection)],
+            maximum_concurrent_rpcs=limits.concurrent_rpcs(len(self.gatekeeper.institutions)))
+        server.add_generic_rpc_handlers((_handlers(_Servicer(self)),))
+        port = (server.add_insecure_port(address) if credentials is None
+                else server.add_secure_port(address, credentials))
+        await server.start()
+        return server, port
 
     # ServerTransport -------------------------------------------------------------------
     def clients(self) -> list[str]:
@@ -98,6 +128,7 @@ class GrpcServerTransport:
             for task in tasks:
                 self._queues[task.client_id].append(task)
                 self._outstanding[task.task_id] = task
+                self._wake(task.client_id)
             self._cond.notify_all()
 
     def poll(self, timeout: float | None = None) -> Iterator[Reply]:
@@ -140,36 +171,76 @@ class GrpcServerTransport:
     def close(self, grace: float = 3.0) -> None:
         """Tell pulling institutions the run is over, then stop serving."""
         with self._cond:
+            if self._closing:
+                return
             self._closing = True
+            for name in self._waiting:
+                self._wake(name)
             self._cond.notify_all()
         time.sleep(min(grace, 0.5))
-        self._server.stop(grace).wait()
+        self._loop.run(self._server.stop(grace))
+        self._loop.stop()
+        self._pool.shutdown(wait=False)
+        self.fair.close()
 
     # servicer side ---------------------------------------------------------------------
-    def _next_task(self, name: str, wait: float, context: grpc.ServicerContext) -> Task | str:
+    async def _next_task(self, name: str, wait: float) -> Task | str:
+        """The next task of `name` (or the one it left open), "shutdown", "idle" after `wait`
+        seconds, or "replaced" once a newer Pull of `name` waits instead. Runs on the event
+        loop: waiting holds no thread; a caller that goes away cancels it."""
         deadline = time.monotonic() + max(0.0, min(wait, MAX_WAIT))
+        me = _Waiter(asyncio.Event())
         with self._cond:
+            earlier = self._waiting.get(name)
+            if earlier is not None:
+                earlier.replaced = True
+                self._wake(name)
+            self._waiting[name] = me
             self._seen[name] = time.monotonic()
             self._pulling[name] += 1
-            try:
-                while True:
-                    if self._closing:
-                        return "shutdown"
-                    reopened = self._reopened(name)
-                    if reopened is not None:
-                        return reopened
-                    if self._queues[name]:
-                        task = self._queues[name].popleft()
-                        self._delivered[name] = task
-                        return task
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0 or not context.is_active():
-                        return "idle"
-                    self._cond.wait(min(remaining, 1.0))
-            finally:
+            self._cond.notify_all()
+        try:
+            while True:
+                with self._cond:
+                    item = self._ready(name, me)
+                    if item is not None:
+                        return item
+                    me.event.clear()  # a wake-up after this check is set after it, on this loop
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return "idle"
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(me.event.wait(), remaining)
+        finally:
+            with self._cond:
+                if self._waiting.get(name) is me:
+                    del self._waiting[name]
                 self._pulling[name] -= 1
                 self._seen[name] = time.monotonic()
                 self._cond.notify_all()
+
+    def _ready(self, name: str, me: _Waiter) -> Task | str | None:
+        """What `name`'s waiting Pull `me` returns now, or None to keep waiting (under the
+        lock). A fresh task gives the Pull's token back; a task sent again does not."""
+        if self._closing:
+            return "shutdown"
+        if me.replaced:
+            return "replaced"
+        reopened = self._reopened(name)
+        if reopened is not None:
+            return reopened
+        if not self._queues[name]:
+            return None
+        task = self._queues[name].popleft()
+        self._delivered[name] = task
+        self.fair.refund(name, "Pull")
+        return task
+
+    def _wake(self, name: str) -> None:
+        """Wake `name`'s waiting Pull, if any (under the lock, from any thread)."""
+        waiter = self._waiting.get(name)
+        if waiter is not None:
+            self._loop.call(waiter.event.set)
 
     def _reopened(self, name: str) -> Task | None:
         """The task `name` was sent and never answered, if it asks for work again: an
@@ -181,6 +252,12 @@ class GrpcServerTransport:
         log.info("%s asked for work while task %s was open: sending it again (its earlier "
                  "connection is gone)", name, task.task_id)
         return task
+
+    def open_task(self, name: str, task_id: str) -> Task | None:
+        """The task `task_id` if it is open and was asked of `name`."""
+        with self._cond:
+            task = self._outstanding.get(task_id)
+        return task if task is not None and task.client_id == name else None
 
     def _receive(self, name: str, reply: Reply) -> Future[Rejection | None]:
         if self.digests and reply.update is not None:  # in this handler thread, in parallel
@@ -194,6 +271,7 @@ class GrpcServerTransport:
             del self._outstanding[reply.task_id]
             if self._delivered.get(name) is task:
                 del self._delivered[name]
+            self.fair.refund(name, "Push")  # it answered an open task
             future: Future[Rejection | None] = Future()
             self._arrived.put((reply, future))  # under the lock: poll never misses it
         return future
@@ -208,6 +286,14 @@ class GrpcServerTransport:
             self._outstanding.clear()
         if late:
             log.warning("deadline passed without replies from %s; dropped for this task", late)
+
+
+@dataclasses.dataclass
+class _Waiter:
+    """A waiting Pull: woken by a task, the shutdown, or a newer Pull of its institution."""
+
+    event: asyncio.Event
+    replaced: bool = False
 
 
 def _handlers(servicer: _Servicer) -> grpc.GenericRpcHandler:
@@ -230,28 +316,49 @@ class _Servicer:
     def __init__(self, transport: GrpcServerTransport) -> None:
         self.t = transport
 
-    def Pull(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        name = self._identify(context)
-        item = self.t._next_task(name, request.wait_seconds, context)
+    async def Pull(self, request: Any, context: Any) -> AsyncIterator[bytes]:
+        """A coroutine on the event loop (grpc.aio): a long poll holds no thread."""
+        name, code, reason = self._admit(context, "Pull")
+        if code is not None:
+            await context.abort(code, reason)
+        item = await self.t._next_task(name, request.wait_seconds)
+        if item == "replaced":
+            await context.abort(grpc.StatusCode.ABORTED, self.t.fair.replaced(name))
         if isinstance(item, str):
-            yield from serde.encode(item, {}, None)
+            for frame in serde.encode(item, {}, None):
+                yield frame
             return
         try:
-            yield from serde.encode("task", serde.task_meta(item), item.params)
-        except Exception:  # the stream broke: the deadline will drop this institution
+            for frame in serde.encode("task", serde.task_meta(item), item.params):
+                yield frame
+        except (Exception, asyncio.CancelledError):  # the stream broke: the deadline drops it
             log.warning("task %s: sending to %s failed", item.task_id, name)
             raise
 
     def Push(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
-        name = self._identify(context)
+        """On a pool thread; refused before its stream is read if `name` is over its rate or
+        another of its Pushes is being received."""
+        name, code, reason = self._admit(context, "Push")
+        busy = reason if code is not None else self.t.fair.start_push(name)
+        if busy is not None:
+            context.abort(code or grpc.StatusCode.RESOURCE_EXHAUSTED, busy)
         try:
-            kind, meta, arrays = serde.decode(request_iterator)
-            if kind != "reply":
-                raise WrongRound(f"expected a reply, got a '{kind}' message")
+            return self._reply(name, request_iterator)
+        finally:
+            self.t.fair.end_push(name)
+
+    def _reply(self, name: str, request_iterator: Iterator[Any]) -> Any:
+        """Receive `name`'s reply; answer with the strategy's verdict."""
+        gate = ReplyGate(self.t, name)  # the manifest vs the open task, before allocating
+        try:
+            _, meta, arrays = serde.decode(request_iterator, gate.expect)
             future = self.t._receive(name, serde.reply_from(meta, arrays, name))
         except FedsiloError as e:
             log.warning("refused a reply from %s: [%s] %s", name, e.code, e)
-            return pb.Ack(accepted=False, code=e.code, reason=str(e))
+            refused = gate.refuse(e)  # recorded against its open task: the round goes on
+            if refused is None:
+                return pb.Ack(accepted=False, code=e.code, reason=str(e))
+            future = refused
         try:
             rejection = future.result(timeout=600)
         except TimeoutError:
@@ -260,12 +367,17 @@ class _Servicer:
             return pb.Ack(accepted=True)
         return pb.Ack(accepted=False, code=rejection.code, reason=rejection.reason)
 
-    def _identify(self, context: grpc.ServicerContext) -> str:
+    def _admit(self, context: Any, method: str) -> tuple[str, Any, str]:
+        """(caller, None, "") for a call to serve, else (caller, status code, reason): not an
+        institution of the project (PERMISSION_DENIED), over its rate (RESOURCE_EXHAUSTED)."""
         try:
-            return self.t.gatekeeper.identify(context)
+            name = self.t.gatekeeper.identify(context)
         except AuthenticationError as e:
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
-            raise  # unreachable: abort raises
+            return "", grpc.StatusCode.PERMISSION_DENIED, str(e)
+        refusal = self.t.fair.admit(name, method)
+        if refusal is not None:
+            return name, grpc.StatusCode.RESOURCE_EXHAUSTED, refusal
+        return name, None, ""
 
 
 __all__ = ["GrpcServerTransport", "UnknownClient"]
