@@ -197,14 +197,20 @@ class NormBound(Delegating):
         self.inner.accumulate(acc, encoded)
 
     def merge(self, a: Accumulator, b: Accumulator) -> Accumulator:
-        bounded = a.extra["bounded"] + b.extra["bounded"]
-        out = self.inner.merge(a, b)
-        out.extra["bounded"] = bounded
-        return out
+        return merge_keeping(self.inner, a, b, "bounded")
 
     def finalize(self, state: Any, acc: Accumulator) -> tuple[Any, Params, dict[str, float]]:
         state, agg, metrics = self.inner.finalize(state, acc)
         return state, agg, {**metrics, "norm_bounded": float(acc.extra["bounded"])}
+
+
+def merge_keeping(inner: Layer, a: Accumulator, b: Accumulator, key: str) -> Accumulator:
+    """`inner`'s merge of two accumulators, with this layer's extra `key` (a count or a list)
+    of both carried over."""
+    kept = a.extra[key] + b.extra[key]
+    out = inner.merge(a, b)
+    out.extra[key] = kept
+    return out
 
 
 class MedianNormBound(Delegating):
@@ -239,10 +245,7 @@ class MedianNormBound(Delegating):
         acc.extra["held"].append(encoded)
 
     def merge(self, a: Accumulator, b: Accumulator) -> Accumulator:
-        held = a.extra["held"] + b.extra["held"]
-        out = self.inner.merge(a, b)
-        out.extra["held"] = held
-        return out
+        return merge_keeping(self.inner, a, b, "held")
 
     def finalize(self, state: Any, acc: Accumulator) -> tuple[Any, Params, dict[str, float]]:
         held, acc.extra["held"] = acc.extra["held"], []
