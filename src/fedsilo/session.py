@@ -37,6 +37,7 @@ from fedsilo.engine.async_runner import (
 from fedsilo.engine.events import EventBus, Listener
 from fedsilo.engine.prepare import federated_preprocessing, prepare_config
 from fedsilo.engine.secure_buffer import run_secure_fedbuff
+from fedsilo.engine.secure_prepare import prepare_spec
 from fedsilo.engine.sync_runner import RunHistory, RunSettings, run_sync
 from fedsilo.errors import ConfigError, PrivacyBudgetExhausted
 from fedsilo.optim import sgd
@@ -110,9 +111,10 @@ def run_session(cfg: RunConfig, transport: ServerTransport, schema: Schema, run_
     """
     cfg.check_institutions(len(transport.clients()))
     prepare = prepare_config(schema, read or {}, cfg.data.test_fraction, cfg.run.seed)
-    pre, admission = federated_preprocessing(transport, prepare, run_id,
-                                             cfg.strategy.min_clients, timeout, classes,
-                                             cfg.data.max_levels)
+    secure = prepare_spec(cfg.aggregation, cfg.data, cfg.run.seed, schema)
+    pre, admission = federated_preprocessing(
+        transport, {**prepare, "secure": secure} if secure else prepare, run_id,
+        cfg.strategy.min_clients, timeout, classes, cfg.data.max_levels, keys)
     setup = run_setup(cfg, prepare, pre, len(admission.train_rows))
     bus = EventBus()
     if recorder is not None:

@@ -105,7 +105,7 @@ def server_cmd(args: argparse.Namespace, console: Console) -> int:
     _on_sigterm(lambda signum, frame: _raise_exit(signum, frame))
     try:
         # --resume: a missing or damaged checkpoint stops here, before waiting for anyone
-        resumed = _recorder(cfg, schema, True, console) if args.resume else None
+        resumed = _recorder(cfg, schema, True, console, args.kit) if args.resume else None
         need = max(cfg.strategy.min_clients, 1)
         joined = transport.wait_for_clients(len(gate.institutions), args.wait)
         missing = sorted(gate.institutions - set(joined))
@@ -120,7 +120,7 @@ def server_cmd(args: argparse.Namespace, console: Console) -> int:
                           highlight=False)
         from fedsilo.session import run_session
 
-        recorder = resumed or _recorder(cfg, schema, False, console)
+        recorder = resumed or _recorder(cfg, schema, False, console, args.kit)
         try:
             session = run_session(cfg, transport, schema, recorder.run_id,
                                   read={"columns": d.columns, "na_values": d.na_values},
@@ -143,8 +143,10 @@ def server_cmd(args: argparse.Namespace, console: Console) -> int:
         transport.close()
 
 
-def _recorder(cfg: Any, schema: Any, resume: bool, console: Console) -> Any:
-    """A new run's recorder, or (--resume) the newest unfinished run's, its checkpoint read.
+def _recorder(cfg: Any, schema: Any, resume: bool, console: Console, kit: Path) -> Any:
+    """A new run's recorder, or (--resume) the newest unfinished run's, its checkpoint read
+    (and checked against the signed audit trail); the trail is signed with the kit's
+    server.key.
 
     Raises:
         ConfigError: --resume finds no unfinished run, or its checkpoint is missing or
@@ -154,8 +156,8 @@ def _recorder(cfg: Any, schema: Any, resume: bool, console: Console) -> Any:
     from fedsilo.store.recorder import start_run, unfinished_run
 
     if not resume:
-        return start_run(cfg, PRIMARY[schema.task])
-    recorder = unfinished_run(cfg)
+        return start_run(cfg, PRIMARY[schema.task], kit)
+    recorder = unfinished_run(cfg, kit)
     console.print(f"resuming run {recorder.run_id} after round {recorder.resume_point().round}")
     return recorder
 

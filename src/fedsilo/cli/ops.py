@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from rich.console import Console
 
@@ -13,8 +14,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     audit = sub.add_parser("audit", help="check a run's audit trail")
     verbs = audit.add_subparsers(dest="verb", required=True, metavar="VERB",
                                  help="what to do with the audit trail")
-    verify = verbs.add_parser("verify", help="recompute the hash chain of a run")
+    verify = verbs.add_parser("verify", help="check a run's signed hash chain against its "
+                                             "recorded rounds")
     verify.add_argument("run", help="the run id (its results folder's name)")
+    verify.add_argument("--kit", type=Path, default=None,
+                        help="a startup kit holding the project CA (ca.pem): the key that "
+                             "signed the trail must be the server's, certified by that CA")
+    verify.add_argument("--folder", type=Path, default=None,
+                        help="the run's results folder (default: STORE/RUN when --store is a "
+                             "results folder or a .db file): its audit.pem and model.npz are "
+                             "checked against the trail")
     board = sub.add_parser("dashboard", help="serve the runs dashboard on localhost")
     board.add_argument("--port", type=int, default=8050,
                        help="TCP port to serve on (default: 8050)")
@@ -29,15 +38,37 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def audit_cmd(args: argparse.Namespace, console: Console) -> int:
+    from rich.markup import escape
+
+    from fedsilo.errors import ConfigError
     from fedsilo.store.run_store import RunStore
 
-    verdict = RunStore(args.store, create=False).verify(args.run)
+    ca = None
+    if args.kit is not None:
+        path = Path(args.kit) / "ca.pem"
+        if not path.is_file():
+            raise ConfigError(f"--kit {args.kit}: no ca.pem (the project CA) in it")
+        ca = path.read_bytes()
+    folder = args.folder if args.folder is not None else _run_folder(args.store, args.run)
+    verdict = RunStore(args.store, create=False).verify(args.run, ca, folder)
     if verdict.ok:
-        console.print(f"audit trail of {args.run}: OK, {verdict.rounds} rounds chained")
+        console.print(f"audit trail of {escape(args.run)}: OK, {verdict.rounds} rounds "
+                      f"chained, {verdict.detail}", highlight=False)
         return 0
-    console.print(f"[bold red]audit trail of {args.run} is BROKEN:[/] {verdict.problem}",
-                  highlight=False)
+    where = f" (first bad round: {verdict.round})" if verdict.round is not None else ""
+    console.print(f"[bold red]audit trail of {escape(args.run)} is BROKEN{where}:[/] "
+                  f"{escape(verdict.problem)}", highlight=False)
     return 1
+
+
+def _run_folder(store: str, run: str) -> Path | None:
+    """The run's results folder beside a store given as a folder or a .db file."""
+    if "://" in store:
+        return None
+    path = Path(store)
+    base = path if path.is_dir() else path.parent
+    folder = base / run
+    return folder if folder.is_dir() and folder.resolve().parent == base.resolve() else None
 
 
 def dashboard_cmd(args: argparse.Namespace, console: Console) -> int:

@@ -83,6 +83,9 @@ class DataSection(_Section):
     scale_target: bool = True
     test_fraction: float = Field(default=0.25, gt=0, lt=1)
     max_levels: int = Field(default=MAX_LEVELS, ge=1)  # per categorical column, per institution
+    # vocabulary of each categorical column (and a classification target without
+    # positive_above): secure preprocessing sums one count per declared level
+    levels: dict[str, list[str | int | float]] | None = None
     institutions: list[InstitutionSource] = Field(default=[], max_length=MAX_INSTITUTIONS)
     partition: PartitionSection | None = None
 

@@ -28,21 +28,22 @@ ROUNDING = 1e-9           # relative slack of the Cauchy-Schwarz check
 
 
 def check_statistics(stats: LocalStatistics, schema: Schema,
-                     max_levels: int = DEFAULT_MAX_LEVELS) -> None:
-    """Raise DataError unless `stats` follows the rules above."""
+                     max_levels: int = DEFAULT_MAX_LEVELS, error: float = 0.0) -> None:
+    """Raise DataError unless `stats` follows the rules above. `error`: how far each sum may
+    be off (secure preprocessing's fixed point), widening the Cauchy-Schwarz slack."""
     rows = stats.rows
     if rows < 0:
         raise DataError("statistics: a negative number of rows")
     _same_columns("numeric", stats.numeric, schema.numeric)
     _same_columns("categorical", stats.categories, schema.categorical)
     for column, moments in stats.numeric.items():
-        _check_moments(f"column '{column}'", moments, rows)
+        _check_moments(f"column '{column}'", moments, rows, error)
     for column, levels in stats.categories.items():
         _check_counts(f"column '{column}'", levels, rows, max_levels, "levels")
     if schema.task == "regression":
         if stats.target is None:
             raise DataError(f"statistics: no moments of target '{schema.target}'")
-        _check_moments(f"target '{schema.target}'", stats.target, rows)
+        _check_moments(f"target '{schema.target}'", stats.target, rows, error)
     else:
         limit = 2 if schema.task == "binary" else max_levels
         _check_counts(f"target '{schema.target}'", stats.classes, rows, limit, "classes")
@@ -63,7 +64,7 @@ def _same_columns(kind: str, found: Mapping[str, object], declared: tuple[str, .
                         f"{missing[:10]}, {len(set(found) - set(declared))} undeclared)")
 
 
-def _check_moments(what: str, moments: Moments, rows: int) -> None:
+def _check_moments(what: str, moments: Moments, rows: int, error: float = 0.0) -> None:
     n, total, squares = moments
     if not 0 <= n <= rows:
         raise DataError(f"statistics: {what} counts more values than rows")
@@ -72,7 +73,8 @@ def _check_moments(what: str, moments: Moments, rows: int) -> None:
     if abs(total) > n * MAX_ABS or not 0 <= squares <= n * MAX_ABS**2:
         raise DataError(f"statistics: {what} has sums beyond what {n} values of at most "
                         f"{MAX_ABS:g} give")
-    if total * total > n * squares * (1 + ROUNDING):
+    slack = error * (n + 2 * abs(total) + 3 * error)  # sums each off by at most `error`
+    if total * total > n * squares * (1 + ROUNDING) + slack:
         raise DataError(f"statistics: {what} has a sum of squares below (sum)² / n")
 
 

@@ -8,6 +8,10 @@ stops there, before training, with that institution's reason. Statistics that co
 from real rows (data/plausible.py) are refused, with the reason: that institution takes no
 part in the run, and every round records why. The training and test rows each institution
 reported bound the example counts it may claim later (algorithms/admission.py).
+
+With `config["secure"]` (secure aggregation on, engine/secure_prepare.py) the statistics go
+through the run's secure sum instead: the server learns each institution's row counts and
+only the sums of everything else.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ def federated_preprocessing(transport: ServerTransport, config: Mapping[str, Any
                             timeout: float | None = None,
                             classes: tuple[str, ...] | None = None,
                             max_levels: int = DEFAULT_MAX_LEVELS,
+                            keys: Mapping[str, bytes] | None = None,
                             ) -> tuple[Preprocessor, Admission]:
     """Preprocessing fitted on the merged statistics of the institutions that answered.
 
@@ -54,6 +59,11 @@ def federated_preprocessing(transport: ServerTransport, config: Mapping[str, Any
             because one member's data is broken).
         AggregationError: fewer than `min_institutions` answered with valid statistics.
     """
+    if config.get("secure"):
+        from fedsilo.engine.secure_prepare import secure_preprocessing
+
+        return secure_preprocessing(transport, config, run_id, min_institutions, timeout,
+                                    classes, max_levels, keys)
     schema = Schema.from_dict(config["schema"])
     tasks = [Task(run_id, 0, 0, TaskKind.PREPARE, c, {}, dict(config))
              for c in sorted(transport.clients())]

@@ -4,6 +4,12 @@ each entry together with the previous entry's hash, so that editing, removing or
 any row breaks every hash after it.
 
     hash_r = SHA-256(hash_(r-1) || canonical JSON of entry_r),   hash_0 = "0" * 64
+
+An entry also holds the SHA-256 of the round's recorded metrics (round row and
+per-institution values), the privacy spent, the SHA-256 of the run's stored config and its
+planned round count. The server signs every hash (store/signing.py), and seals the chain
+with a signed final entry (how the run ended, its number of rounds, its final model), so a
+recomputed chain (no server key) and a truncated one are caught.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ class Verdict:
     rounds: int
     problem: str = ""
     round: int | None = None
+    detail: str = ""  # what the signatures were checked against, whether the run is sealed
 
 
 def verify_chain(rows: Sequence[Mapping[str, Any]],
@@ -67,7 +74,26 @@ def verify_chain(rows: Sequence[Mapping[str, Any]],
         if facts is not None:
             recorded = facts.get(rnd)
             if recorded is None or canonical(recorded) != row["entry"]:
-                return Verdict(False, i, f"round {rnd}: the round's recorded participants or "
-                                         f"digests differ from the audited entry", rnd)
+                return Verdict(False, i, f"round {rnd}: the round's recorded "
+                                         f"{_differing(recorded, row['entry'])} differ from "
+                                         f"the audited entry", rnd)
         prev = row["hash"]
     return Verdict(True, len(rows))
+
+
+NAMES = {"contributors": "participants or digests", "rejected": "participants or digests",
+         "model": "model digest", "version": "version", "metrics": "metrics",
+         "epsilon": "privacy spent (epsilon)", "config": "config", "planned": "planned rounds"}
+
+
+def _differing(recorded: Mapping[str, Any] | None, entry_json: str) -> str:
+    """Which facts of a round differ from its audited entry, in words."""
+    if recorded is None:
+        return "round row"
+    try:
+        entry = json.loads(entry_json)
+    except ValueError:
+        return "facts"
+    keys = sorted(set(recorded) | set(entry))
+    words = dict.fromkeys(NAMES.get(k, k) for k in keys if recorded.get(k) != entry.get(k))
+    return ", ".join(words) or "facts"

@@ -5,6 +5,7 @@ the round events (engine/events.py), so simulation and deployment record the sam
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -22,6 +23,7 @@ from fedsilo.store.checkpoint import (
 )
 from fedsilo.store.disk import writing
 from fedsilo.store.run_store import RunStore, check_name, epsilon_of
+from fedsilo.store.signing import SEAL_COPY, AuditSigner, kit_signer, run_signer
 from fedsilo.store.writer import SafeWriter
 
 if TYPE_CHECKING:
@@ -38,6 +40,8 @@ class Recorder:
         rounds: the run's last round (always checkpointed).
         checkpoint_every: save the server state every N rounds (0: never).
         tensorboard: also write TensorBoard event files to folder/tensorboard.
+        signer: the key that signs the run's audit entries (the server kit's, or the run's
+            own); None: a key made in memory by the store.
 
     Nothing it does during the rounds raises into the round loop: store writes go through a
     SafeWriter (retried, kept, logged), a checkpoint that cannot be written is logged (the
@@ -46,8 +50,11 @@ class Recorder:
     """
 
     def __init__(self, store: RunStore | None, run_id: str, folder: Path, rounds: int,
-                 checkpoint_every: int = 1, tensorboard: bool = False) -> None:
+                 checkpoint_every: int = 1, tensorboard: bool = False,
+                 signer: AuditSigner | None = None) -> None:
         self.store, self.run_id, self.folder = store, run_id, folder
+        if store is not None and signer is not None:
+            store.use_signer(run_id, signer)
         self._write = SafeWriter(store.url) if store is not None else None
         self._checkpointer = (Checkpointer(folder, checkpoint_every, rounds)
                               if checkpoint_every else None)
@@ -74,8 +81,10 @@ class Recorder:
         """The checkpoint `--resume` continues from (read once).
 
         Raises:
-            ConfigError: it is missing or damaged, naming its path and what to do; nothing
-                recorded is touched then.
+            ConfigError: it is missing or damaged, or its model is not the one the signed
+                audit entry of its round holds, or the run is signed by another key than
+                this recorder's, naming its path and what to do; nothing recorded is touched
+                then.
         """
         if self._resume_from is None:
             saved = load_checkpoint(self.folder)
@@ -86,8 +95,40 @@ class Recorder:
                                   f"{self.run_id} ({why}). Restore the file, or start the run "
                                   f"again without --resume (a new run; the rounds recorded so "
                                   f"far stay in the store)")
+            self._check_in_chain(saved)
+            if self.store is not None:
+                self.store.check_signer(self.run_id)
             self._resume_from = saved
         return self._resume_from
+
+    def _check_in_chain(self, saved: Checkpoint) -> None:
+        """The checkpoint's model must be the one the signed audit entry of its round holds.
+
+        Raises:
+            ConfigError: it is not (the file was replaced or edited), or the chain holds no
+                signed entry for that round.
+        """
+        if self.store is None or saved.round == 0:
+            return
+        from fedsilo.core.params import digest
+
+        audited = self.store.audited_model(self.run_id, saved.round)
+        if audited == "":  # recorded without digests (no audit): nothing to compare
+            return
+        path = self.folder / FILE
+        if audited is None:
+            raise ConfigError(f"--resume: the audit trail of run {self.run_id} holds no "
+                              f"signed entry for round {saved.round}, the round of {path} "
+                              f"(its entry was removed or forged, or the run was recorded "
+                              f"before audit signing): the checkpoint cannot be checked, so "
+                              f"it is not used. Check "
+                              f"the run with `fedsilo audit verify {self.run_id}`, or start "
+                              f"the run again without --resume")
+        if digest(saved.state.params) != audited:
+            raise ConfigError(f"--resume: {path} is not the model the audit trail signed for "
+                              f"round {saved.round} (the file was replaced or edited); it is "
+                              f"not used. Restore the checkpoint, or start the run again "
+                              f"without --resume")
 
     def resume(self) -> tuple[int, ServerState]:
         """The last checkpoint of this run; what the store recorded after it is dropped (those
@@ -97,6 +138,8 @@ class Recorder:
             ConfigError: the checkpoint is missing or damaged (see `resume_point`).
         """
         saved = self.resume_point()
+        with contextlib.suppress(OSError):  # the run's end is open again; a new seal comes
+            (self.folder / SEAL_COPY).unlink(missing_ok=True)
         self._store(f"the resumption of run {self.run_id}",
                     lambda s: s.forget_after(self.run_id, saved.round))
         log.warning("resuming run %s after round %d", self.run_id, saved.round)
@@ -151,9 +194,26 @@ class Recorder:
             log.error("run store %s: %d write(s) could not be recorded (%s ... %s); the "
                       "run's results folder %s holds what was written there", self._write.url,
                       len(lost), lost[0], lost[-1], self.folder)
+        else:
+            self._copy_seal()
         if self._tb is not None:
             with contextlib.suppress(Exception):
                 self._tb.close()
+
+    def _copy_seal(self) -> None:
+        """A copy of the run's signed final entry in its results folder (audit-seal.json), so
+        that removing the end of the run from the store, seal included, is caught. A failure
+        is logged: the store holds the seal."""
+        if self.store is None:
+            return
+        try:
+            seal = self.store.seal(self.run_id)
+            if seal is not None:
+                with writing(self.folder / SEAL_COPY, "the audit seal"):
+                    (self.folder / SEAL_COPY).write_text(json.dumps(seal, sort_keys=True))
+        except Exception as e:  # noqa: BLE001 (the run is recorded; the copy is a second anchor)
+            log.warning("the copy of run %s's audit seal in %s was not written (%s)",
+                        self.run_id, self.folder, type(e).__name__)
 
     def _tensorboard(self, event: RoundEvent) -> None:
         try:
@@ -203,14 +263,25 @@ def store_for(cfg: RunConfig) -> RunStore | None:
     return RunStore(cfg.store.url or Path(cfg.run.output_dir) / "fedsilo.db")
 
 
-def recorder_for(cfg: RunConfig, run_id: str, folder: Path) -> Recorder:
+def recorder_for(cfg: RunConfig, run_id: str, folder: Path,
+                 kit: Path | None = None) -> Recorder:
     """The recorder a run config asks for: its store, checkpoints every run.checkpoint_every
-    rounds, TensorBoard if [logging] tensorboard."""
-    return Recorder(store_for(cfg), run_id, folder, cfg.run.rounds, cfg.run.checkpoint_every,
-                    cfg.logging.tensorboard)
+    rounds, TensorBoard if [logging] tensorboard; its audit entries signed with the server
+    kit's key (`kit`: server.key, server.pem), else with a key made for the run (its
+    results folder holds it: audit.key, audit.pem).
+
+    Raises:
+        ConfigError: the kit's key does not load, or the run's key cannot be written.
+    """
+    store = store_for(cfg)
+    signer = None
+    if store is not None:
+        signer = (kit_signer(kit) if kit is not None else None) or run_signer(folder, run_id)
+    return Recorder(store, run_id, folder, cfg.run.rounds, cfg.run.checkpoint_every,
+                    cfg.logging.tensorboard, signer)
 
 
-def start_run(cfg: RunConfig, metric: str) -> Recorder:
+def start_run(cfg: RunConfig, metric: str, kit: Path | None = None) -> Recorder:
     """A new run: its id, its results folder, its row in the store.
 
     Raises:
@@ -220,22 +291,23 @@ def start_run(cfg: RunConfig, metric: str) -> Recorder:
     if cfg.store.enabled:
         check_name(cfg.run.name)
     run_id, folder = new_run(Path(cfg.run.output_dir), cfg.run.name)
-    recorder = recorder_for(cfg, run_id, folder)
+    recorder = recorder_for(cfg, run_id, folder, kit)
     recorder.start(cfg.run.name, cfg.model_dump(mode="json"), cfg.run.mode, cfg.strategy.name,
                    metric)
     return recorder
 
 
-def unfinished_run(cfg: RunConfig) -> Recorder:
+def unfinished_run(cfg: RunConfig, kit: Path | None = None) -> Recorder:
     """The recorder of the newest unfinished run of this config (what --resume continues).
 
     Raises:
-        ConfigError: the store holds no such run, or its checkpoint is missing or damaged.
+        ConfigError: the store holds no such run, or its checkpoint is missing, damaged, or
+            not the model the run's signed audit trail holds for its round.
     """
     store = store_for(cfg) or RunStore(Path(cfg.run.output_dir) / "fedsilo.db")
     run_id = store.latest(cfg.run.name)
     if run_id is None:
         raise ConfigError(f"--resume: no unfinished run named '{cfg.run.name}' in {store.url}")
-    recorder = recorder_for(cfg, run_id, Path(cfg.run.output_dir) / run_id)
+    recorder = recorder_for(cfg, run_id, Path(cfg.run.output_dir) / run_id, kit)
     recorder.resume_point()  # a missing or damaged checkpoint stops here, before any work
     return recorder

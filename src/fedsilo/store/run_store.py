@@ -5,6 +5,7 @@ SQLAlchemy. The dashboard reads it live while training writes it."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -18,10 +19,14 @@ from sqlalchemy.engine import Engine
 from fedsilo.engine.events import RoundEvent
 from fedsilo.errors import ConfigError
 from fedsilo.store import audit as audit_chain
+from fedsilo.store import signing
 from fedsilo.store.disk import disk_error
 from fedsilo.store.redact import redact_config, redact_url
 from fedsilo.store.schema import (
     audit,
+    audit_keys,
+    audit_seal,
+    audit_signatures,
     events,
     institution_metrics,
     metadata,
@@ -90,6 +95,7 @@ class RunStore:
     """
 
     def __init__(self, url: str | Path, create: bool = True) -> None:
+        self._signers: dict[str, signing.AuditSigner] = {}
         real = store_url(url)
         self.url = redact_url(real)
         if real.startswith("sqlite:///"):
@@ -124,30 +130,75 @@ class RunStore:
             db.execute(insert(events).values(run_id=run_id, time=time.time(), kind="start",
                                              message=f"run '{name}' started"))
 
+    def use_signer(self, run_id: str, signer: signing.AuditSigner) -> None:
+        """Sign run `run_id`'s audit entries with `signer` (the server's key)."""
+        self._signers[run_id] = signer
+
+    def _signer(self, db: Any, run_id: str) -> signing.AuditSigner:
+        """The run's signer, its certificate stored with the run on first use. A run recorded
+        without one (a store used directly) gets a key made in memory, origin "store".
+
+        Raises:
+            ConfigError: the run is already signed by another key than the one given.
+        """
+        signer = self._signers.get(run_id)
+        stored = db.execute(select(audit_keys.c.certificate).where(
+            audit_keys.c.run_id == run_id)).scalar()
+        if signer is None and stored is None:
+            signer = self._signers[run_id] = signing.new_signer(run_id, "store")
+        if signer is None:
+            raise ConfigError(f"run {run_id}: its audit trail is signed by a key this process "
+                              f"does not hold")
+        if stored is None:
+            db.execute(insert(audit_keys).values(run_id=run_id, certificate=signer.certificate,
+                                                 origin=signer.origin))
+        elif stored != signer.certificate:
+            raise ConfigError(f"run {run_id}: its audit trail is signed by another key than "
+                              f"this server's")
+        return signer
+
+    def check_signer(self, run_id: str) -> None:
+        """Raises ConfigError if the run's audit trail is signed by another key than the one
+        given with `use_signer` (a resumed run must be signed on with the key it began with)."""
+        signer = self._signers.get(run_id)
+        with self.engine.connect() as db:
+            stored = db.execute(select(audit_keys.c.certificate).where(
+                audit_keys.c.run_id == run_id)).scalar()
+        if signer is not None and stored is not None and stored != signer.certificate:
+            raise ConfigError(f"run {run_id}: its audit trail is signed by another key than "
+                              f"this one ({signer.origin}); resume it with the key it began "
+                              f"with (the same server kit)")
+
     def record(self, run_id: str, event: RoundEvent) -> None:
-        """One round, in one transaction: round row, participants, metrics, audit entry.
-        Institution and metric names longer than their columns are shortened (`fit`); metric
-        values that are NaN or infinite are not stored (missing)."""
-        entry = audit_chain.canonical(audit_chain.entry_of(event))
+        """One round, in one transaction: round row, participants, metrics, audit entry (with
+        the digests of the round's metrics and of the run's config, signed). Institution and
+        metric names longer than their columns are shortened (`fit`); metric values that are
+        NaN or infinite are not stored (missing)."""
+        row = {"run_id": run_id, "round": event.round, "version": event.version,
+               "seconds": finite(event.seconds) or 0.0,
+               "clock_time": finite(event.metrics.get("clock", {}).get("time")),
+               "epsilon": epsilon_of(event), "federated": _json(dict(event.federated)),
+               "metrics": _json(event.metrics), "model_digest": event.model_digest}
+        values = _metric_rows(run_id, event)
         with self.engine.begin() as db:
+            signer = self._signer(db, run_id)
+            config = db.execute(select(runs.c.config).where(runs.c.run_id == run_id)).scalar()
+            entry = audit_chain.canonical({**audit_chain.entry_of(event),
+                                           **_signed_facts(row, values, config)})
             prev = db.execute(select(audit.c.hash).where(audit.c.run_id == run_id)
                               .order_by(audit.c.round.desc()).limit(1)).scalar()
             prev = prev or audit_chain.GENESIS
-            db.execute(insert(rounds).values(
-                run_id=run_id, round=event.round, version=event.version,
-                seconds=finite(event.seconds) or 0.0,
-                clock_time=finite(event.metrics.get("clock", {}).get("time")),
-                epsilon=epsilon_of(event), federated=_json(dict(event.federated)),
-                metrics=_json(event.metrics), model_digest=event.model_digest))
+            db.execute(insert(rounds).values(**row))
             rows = _participation(run_id, event)
             if rows:
                 db.execute(insert(participation), rows)
-            values = _metric_rows(run_id, event)
             if values:
                 db.execute(insert(institution_metrics), values)
+            digest = audit_chain.chain_hash(prev, entry)
             db.execute(insert(audit).values(run_id=run_id, round=event.round, entry=entry,
-                                            prev_hash=prev,
-                                            hash=audit_chain.chain_hash(prev, entry)))
+                                            prev_hash=prev, hash=digest))
+            db.execute(insert(audit_signatures).values(
+                run_id=run_id, round=event.round, signature=signer.sign(run_id, digest)))
 
     def log(self, run_id: str, kind: str, message: str) -> None:
         with self.engine.begin() as db:
@@ -157,18 +208,39 @@ class RunStore:
     def finish(self, run_id: str, status: str = "finished",
                comparison: Mapping[str, Any] | None = None) -> None:
         with self.engine.begin() as db:
+            self._seal(db, run_id, status)
             db.execute(update(runs).where(runs.c.run_id == run_id).values(
                 status=status, finished_at=time.time(),
                 comparison=None if comparison is None else _json(comparison)))
             db.execute(insert(events).values(run_id=run_id, time=time.time(), kind=status,
                                              message=f"run {status}"))
 
+    def _seal(self, db: Any, run_id: str, status: str) -> None:
+        """The signed final entry: how the run ended, its rounds, its final model."""
+        signer = self._signer(db, run_id)
+        last = db.execute(select(audit.c.round, audit.c.hash).where(audit.c.run_id == run_id)
+                          .order_by(audit.c.round.desc()).limit(1)).first()
+        count = db.execute(select(func.count()).select_from(audit)
+                           .where(audit.c.run_id == run_id)).scalar() or 0
+        model = db.execute(select(rounds.c.model_digest).where(
+            rounds.c.run_id == run_id).order_by(rounds.c.round.desc()).limit(1)).scalar()
+        entry = audit_chain.canonical({"end": status, "rounds": count,
+                                       "last": last.round if last else 0, "model": model or ""})
+        prev = last.hash if last else audit_chain.GENESIS
+        digest = audit_chain.chain_hash(prev, entry)
+        db.execute(delete(audit_seal).where(audit_seal.c.run_id == run_id))
+        db.execute(insert(audit_seal).values(run_id=run_id, entry=entry, prev_hash=prev,
+                                             hash=digest,
+                                             signature=signer.sign(run_id, digest)))
+
     def forget_after(self, run_id: str, round: int) -> None:
         """Drop what was recorded after `round` (a resumed run recomputes those rounds)."""
         with self.engine.begin() as db:
-            for table in (rounds, participation, institution_metrics, audit):
+            for table in (rounds, participation, institution_metrics, audit,
+                          audit_signatures):
                 db.execute(delete(table).where(table.c.run_id == run_id,
                                                table.c.round > round))
+            db.execute(delete(audit_seal).where(audit_seal.c.run_id == run_id))
             db.execute(update(runs).where(runs.c.run_id == run_id).values(status="running"))
             db.execute(insert(events).values(run_id=run_id, time=time.time(), kind="resume",
                                              message=f"resumed after round {round}"))
@@ -216,16 +288,138 @@ class RunStore:
                 select(events).where(events.c.run_id == run_id).order_by(events.c.id))]
         return out
 
-    def verify(self, run_id: str) -> audit_chain.Verdict:
-        """Check the run's audit chain and that it agrees with the recorded rounds."""
+    def seal(self, run_id: str) -> dict[str, Any] | None:
+        """The run's signed final entry (entry, prev_hash, hash, signature), if sealed."""
+        with self.engine.connect() as db:
+            row = db.execute(select(audit_seal).where(audit_seal.c.run_id == run_id)).first()
+        return None if row is None else {k: v for k, v in row._mapping.items()
+                                         if k != "run_id"}
+
+    def audited_model(self, run_id: str, round: int) -> str | None:
+        """The global model digest that round `round`'s signed audit entry holds; None when
+        there is no such entry, or it is unsigned (a run recorded before audit signing, or
+        its certificate removed), or its signature does not verify."""
+        with self.engine.connect() as db:
+            row = db.execute(select(audit.c.entry, audit.c.hash).where(
+                audit.c.run_id == run_id, audit.c.round == round)).first()
+            sig = db.execute(select(audit_signatures.c.signature).where(
+                audit_signatures.c.run_id == run_id, audit_signatures.c.round == round)).scalar()
+            cert = db.execute(select(audit_keys.c.certificate).where(
+                audit_keys.c.run_id == run_id)).scalar()
+        if row is None or sig is None or cert is None or not signing.check_signature(
+                cert, run_id, row.hash, sig):
+            return None
+        model = json.loads(row.entry).get("model")
+        return model if isinstance(model, str) else None
+
+    def verify(self, run_id: str, ca: bytes | None = None,
+               folder: Path | None = None) -> audit_chain.Verdict:
+        """Check the run's audit chain, its signatures and its sealed end, and that it agrees
+        with the recorded rounds, metrics, privacy spent and config.
+
+        Args:
+            ca: the project CA (a kit's ca.pem): the signing certificate must be issued by it.
+            folder: the run's results folder: its audit.pem (a simulation's key) must be the
+                stored certificate, its model.npz the sealed final model.
+        """
         data = self.run(run_id)
         with self.engine.connect() as db:
             chain = [dict(r._mapping) for r in db.execute(
                 select(audit).where(audit.c.run_id == run_id).order_by(audit.c.round))]
+            raw = [dict(r._mapping) for r in db.execute(
+                select(rounds).where(rounds.c.run_id == run_id).order_by(rounds.c.round))]
+            config = db.execute(select(runs.c.config).where(runs.c.run_id == run_id)).scalar()
+            key = db.execute(select(audit_keys).where(audit_keys.c.run_id == run_id)).first()
+            sigs = {r.round: r.signature for r in db.execute(select(audit_signatures).where(
+                audit_signatures.c.run_id == run_id))}
+            seal = db.execute(select(audit_seal).where(audit_seal.c.run_id == run_id)).first()
         if len(chain) != len(data["rounds"]):
             return audit_chain.Verdict(False, len(chain), f"{len(data['rounds'])} rounds "
                                        f"recorded but {len(chain)} audit entries")
-        return audit_chain.verify_chain(chain, _facts(data))
+        verdict = audit_chain.verify_chain(chain, _facts(data, raw, config))
+        if not verdict.ok:
+            return verdict
+        if key is None:
+            return audit_chain.Verdict(False, 0, "no signing certificate stored with the run: "
+                                       "its audit trail is unsigned (recorded before signing, "
+                                       "or the certificate was removed)",
+                                       chain[0]["round"] if chain else None)
+        for i, row in enumerate(chain):
+            sig = sigs.get(row["round"])
+            if sig is None or not signing.check_signature(key.certificate, run_id,
+                                                          row["hash"], sig):
+                return audit_chain.Verdict(
+                    False, i, f"round {row['round']}: the server's signature is "
+                    f"{'missing' if sig is None else 'not valid'} (the entry was rewritten "
+                    f"or re-chained by someone without the server's key)", row["round"])
+        problem = self._check_seal(run_id, data["status"], chain, seal, key.certificate)
+        if not problem and ca is not None:
+            problem = signing.issued_by(key.certificate, ca)
+        if not problem and folder is not None:
+            problem = _check_folder(folder, key.certificate, seal)
+        if problem:
+            bad = problem[1] if isinstance(problem, tuple) else None
+            text = problem[0] if isinstance(problem, tuple) else problem
+            return audit_chain.Verdict(False, len(chain), text, bad)
+        anchor = ("by the server certificate issued by the project CA" if ca is not None else
+                  f"by the key stored with the run ({key.origin}); pass --kit to check it "
+                  f"against the project CA")
+        end = "NOT sealed (the run is unfinished, or its end was removed)"
+        if seal is not None:
+            sealed = json.loads(seal.entry).get("end")
+            end = f"sealed: {sealed}" + (f" (the runs table says {data['status']})"
+                                         if sealed != data["status"] else "")
+        return audit_chain.Verdict(True, len(chain), detail=f"signed {anchor}; {end}")
+
+    @staticmethod
+    def _check_seal(run_id: str, status: str, chain: list[dict[str, Any]], seal: Any,
+                    certificate: str) -> str | tuple[str, int | None]:
+        last = chain[-1] if chain else None
+        if seal is None:
+            if status == "running":
+                return ""
+            return (f"the run is recorded as {status} but has no signed final entry: its last "
+                    f"round(s) or its end were removed", (last["round"] + 1) if last else 1)
+        prev = last["hash"] if last else audit_chain.GENESIS
+        if audit_chain.chain_hash(seal.prev_hash, seal.entry) != seal.hash or not \
+                signing.check_signature(certificate, run_id, seal.hash, seal.signature):
+            return "the final entry is not signed by the server (it was edited or forged)"
+        entry = json.loads(seal.entry)
+        if seal.prev_hash != prev or entry.get("rounds") != len(chain):
+            return (f"the signed final entry closes a run of {entry.get('rounds')} rounds, "
+                    f"the chain holds {len(chain)}: rounds were removed (truncation)",
+                    len(chain) + 1)
+        return ""
+
+
+def _check_folder(folder: Path, certificate: str, seal: Any) -> str:
+    """The results folder agrees with the store: its audit.pem is the stored certificate, its
+    model.npz the sealed final model ("" when they agree or are absent)."""
+    pem = folder / signing.RUN_CERT
+    if pem.is_file() and pem.read_text() != certificate:
+        return (f"the certificate stored with the run is not {pem}: the signing key was "
+                f"replaced in the store (the chain was re-signed)")
+    copy = folder / signing.SEAL_COPY
+    if copy.is_file():
+        try:
+            kept = json.loads(copy.read_text())
+        except ValueError:
+            kept = None
+        if not isinstance(kept, dict) or seal is None or kept.get("hash") != seal.hash:
+            return (f"{copy} holds the run's signed final entry and the store "
+                    f"{'does not' if seal is None else 'holds another one'}: the end of the "
+                    f"run was removed or rewritten in the store")
+    model = folder / "model.npz"
+    if seal is not None and model.is_file():
+        import numpy as np
+
+        from fedsilo.core.params import digest
+
+        with np.load(model, allow_pickle=False) as arrays:
+            found = digest({k: arrays[k] for k in arrays.files})
+        if found != json.loads(seal.entry).get("model"):
+            return f"{model} is not the final model the audit trail seals"
+    return ""
 
 
 def _participation(run_id: str, event: RoundEvent) -> list[dict[str, Any]]:
@@ -262,11 +456,38 @@ def _metric_rows(run_id: str, event: RoundEvent) -> list[dict[str, Any]]:
     return rows
 
 
-def _facts(data: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
-    """Each round's audit entry rebuilt from the rounds and participation tables."""
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _signed_facts(row: Mapping[str, Any], metric_rows: list[dict[str, Any]],
+                  config: str | None) -> dict[str, Any]:
+    """What an audit entry holds of a round's stored row and metrics and of the run's stored
+    config: computed the same way when recording and when verifying."""
+    def number(value: Any) -> float | None:
+        return None if value is None else float(value)
+
+    values = sorted([m["institution"], m["name"], float(m["value"])] for m in metric_rows)
+    metrics = {"seconds": number(row["seconds"]), "clock_time": number(row["clock_time"]),
+               "federated": row["federated"], "metrics": row["metrics"],
+               "institutions": values}
+    planned = None
+    if config:
+        with_run = json.loads(config).get("run")
+        planned = with_run.get("rounds") if isinstance(with_run, dict) else None
+    return {"metrics": _digest(audit_chain.canonical(metrics)),
+            "epsilon": number(row["epsilon"]), "config": _digest(config) if config else "",
+            "planned": planned}
+
+
+def _facts(data: Mapping[str, Any], raw: list[dict[str, Any]],
+           config: str | None) -> dict[int, dict[str, Any]]:
+    """Each round's audit entry rebuilt from the rounds, participation, metrics and runs
+    tables."""
     out: dict[int, dict[str, Any]] = {}
-    for r in data["rounds"]:
+    for r in raw:
         rows = [p for p in data["participation"] if p["round"] == r["round"]]
+        values = [m for m in data["institution_metrics"] if m["round"] == r["round"]]
         out[r["round"]] = {
             "round": r["round"], "version": r["version"],
             "contributors": {p["institution"]: p["update_digest"] or "" for p in
@@ -275,5 +496,5 @@ def _facts(data: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
             "rejected": {p["institution"]: p["reason"] for p in
                          sorted(rows, key=lambda p: p["institution"])
                          if p["status"] == "rejected"},
-            "model": r["model_digest"]}
+            "model": r["model_digest"], **_signed_facts(r, values, config)}
     return out

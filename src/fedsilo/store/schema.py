@@ -79,3 +79,26 @@ audit = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
 )
+
+audit_keys = Table(  # the certificate of the key that signs a run's audit entries
+    "audit_keys", metadata,
+    Column("run_id", String(200), primary_key=True),
+    Column("certificate", Text, nullable=False),         # PEM
+    Column("origin", String(20), nullable=False),        # kit | simulation | store
+)
+
+audit_signatures = Table(  # the server's signature of each audit entry's hash
+    "audit_signatures", metadata,
+    Column("run_id", String(200), primary_key=True),
+    Column("round", Integer, primary_key=True),
+    Column("signature", Text, nullable=False),           # hex
+)
+
+audit_seal = Table(  # the signed final entry: how the run ended, its rounds, its final model
+    "audit_seal", metadata,
+    Column("run_id", String(200), primary_key=True),
+    Column("entry", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("signature", Text, nullable=False),
+)
