@@ -122,3 +122,21 @@ def test_evaluation_refused_and_metrics_filtered_by_policy(tmp_path):
     final = result.history.events[-1].evaluation
     assert "cleveland" not in final  # it refused to evaluate on its data
     assert final and all(set(m) == {"accuracy"} for m in final.values())  # log_loss stayed
+
+
+@pytest.mark.parametrize(("policy", "rule"), [
+    ({"secure": "none", "categorical": ["cp"]},
+     "allows categorical columns ['cp'], task treats ['restecg'] as categorical"),
+    ({"secure": "none", "max_levels": 3}, "at most 3 levels of a column leave; ['cp'] has more"),
+])
+def test_categorical_values_leave_only_as_the_policy_allows(tmp_path, caplog, policy, rule):
+    """Attack: the server declares columns categorical to learn their values. The
+    institution whose policy does not allow it shares no statistics and takes no part."""
+    strict = SitePolicy.model_validate(policy)
+    transport = InProcessTransport({n: institution(n, strict if n == "cleveland" else None)
+                                    for n in NAMES})
+    result = session(tmp_path, transport)
+    refused = [r.message for r in caplog.records if "refused task" in r.message]
+    assert refused and all(rule in m and "cleveland" in m for m in refused), refused
+    assert all("cleveland" not in e.participants and e.participants
+               for e in result.history.events)

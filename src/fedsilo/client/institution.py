@@ -102,15 +102,23 @@ class Institution:
         institution, so it never quotes the data (an unexpected failure is logged here in
         full and sent as its kind only)."""
         try:
+            schema = _data_settings(task.config)[1]
+            if self.policy is not None:
+                train = self.split(task.config).train
+                self.policy.check_prepare({c: int(train[c].nunique()) for c in schema.categorical
+                                           if c in train})
             if task.config.get("secure"):  # statistics through the secure sum only
                 from fedsilo.engine.secure_prepare import respond
 
                 return respond(self, task, lambda: self.split(task.config), self._keys)
             split = self.split(task.config)
-            stats = LocalStatistics.of(split.train, _data_settings(task.config)[1])
+            stats = LocalStatistics.of(split.train, schema)
             return Reply(task.task_id, self.name, task.round, task.model_version,
                          len(split.train), payload={"statistics": stats.to_dict(),
                                                     "test_rows": len(split.test)})
+        except PolicyRefused as e:
+            log.warning("institution '%s' refused task %s: %s", self.name, task.task_id, e)
+            error = ErrorInfo(e.code, str(e))
         except FedsiloError as e:
             error = ErrorInfo(e.code, str(e))
         except (KeyError, TypeError, ValueError) as e:

@@ -55,6 +55,8 @@ class SitePolicy(BaseModel):
     metrics: list[str] = list(METRICS)
     evaluation: bool = True
     deterministic_noise: bool = False
+    categorical: list[str] | None = None  # columns that may be one-hot (levels leave); None: any
+    max_levels: int = Field(default=100, ge=1)  # distinct values of one column that may leave
 
     @classmethod
     def load(cls, path: str | Path) -> SitePolicy:
@@ -99,6 +101,20 @@ class SitePolicy(BaseModel):
         spec = setup.get("aggregator") or {}
         self._check_protection(spec)
         self._check_privacy(spec.get("privacy"), config.get("dp_local"), answered + 1, name)
+
+    def check_prepare(self, levels: Mapping[str, int]) -> None:
+        """Refuse to share category sets the policy does not allow: `levels` maps each column
+        the run treats as categorical to how many distinct values this institution has."""
+        if self.categorical is not None:
+            extra = sorted(set(levels) - set(self.categorical))
+            if extra:
+                raise PolicyRefused(f"site policy allows categorical columns "
+                                    f"{self.categorical}, task treats {extra} as categorical "
+                                    f"(their values would leave)")
+        many = sorted(c for c, n in levels.items() if n > self.max_levels)
+        if many:
+            raise PolicyRefused(f"site policy lets at most {self.max_levels} levels of a column "
+                                f"leave; {many} ha{'s' if len(many) == 1 else 've'} more")
 
     def check_evaluate(self, config: Mapping[str, Any], round_: int) -> None:
         if not self.evaluation:
