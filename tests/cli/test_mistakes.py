@@ -140,14 +140,14 @@ def test_a_kit_from_another_ca(tmp_path):
     provision(Project("heart", "localhost", tuple(FILES)), ours)
     provision(Project("heart", "localhost", tuple(FILES)), theirs)
     port = free_port()
-    srv = server(ours, heart_config(tmp_path), port, tmp_path, "--wait", "120")
+    srv = server(ours, heart_config(tmp_path), port, tmp_path, "--wait", "3600")
     try:
-        srv.wait_for("listening", 60)
+        srv.wait_for("listening", 600)
         client = Proc([FEDSILO, "client", "--kit", str(theirs / "cleveland"), "--data",
                        str(HEART / "data" / "processed.cleveland.data"), "--address",
                        f"127.0.0.1:{port}"], tmp_path / "client.log")
         try:
-            assert client.finish(60) == 2
+            assert client.finish(600) == 2
         finally:
             client.stop()
         assert srv.p.poll() is None  # the server goes on waiting for its institutions
@@ -167,15 +167,15 @@ def test_broken_data_in_deployment_stops_the_server(tmp_path):
     provision(Project("heart", "localhost", tuple(FILES)), kits)
     broken = hungary_with(tmp_path, CHOL, "high")
     port = free_port()
-    srv = server(kits, heart_config(tmp_path), port, tmp_path, "--wait", "120")
+    srv = server(kits, heart_config(tmp_path), port, tmp_path, "--wait", "3600")
     clients = [Proc([FEDSILO, "client", "--kit", str(kits / name), "--data",
                      str(broken if name == "hungary" else
                          HEART / "data" / f"processed.{FILES[name]}.data"),
                      "--address", f"127.0.0.1:{port}"], tmp_path / f"{name}.log")
                for name in FILES]
     try:
-        assert srv.finish(120) == 2
-        codes = [c.finish(60) for c in clients]
+        assert srv.finish(600) == 2
+        codes = [c.finish(600) for c in clients]
     finally:
         for p in (srv, *clients):
             p.stop()

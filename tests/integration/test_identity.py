@@ -53,7 +53,7 @@ def test_refusals(tmp_path):
     expired_key, expired = issue(key, ca, "cleveland", days=1, not_before=past)
     stranger_key, stranger = issue(key, ca, "mallory")
     port = free_port()
-    srv = server(root, heart_config(tmp_path), port, tmp_path, "--wait", "120")
+    srv = server(root, heart_config(tmp_path), port, tmp_path, "--wait", "3600")
     try:
         srv.wait_for("listening", 600)
         cases = {

@@ -88,10 +88,10 @@ def test_without_an_expectation_an_overflowing_shape_is_still_refused_not_alloca
 def test_what_a_task_may_be_answered_with():
     params = {"w": np.zeros(1000, np.float32)}
     fit = Task("r", 1, 0, TaskKind.FIT, "a", params)
-    assert serde.expected_reply(fit) == ReplySpec(None, 4 * 4000 + (64 << 20))
-    assert serde.expected_reply(Task("r", 1, 0, TaskKind.EVALUATE, "a", params)) == \
+    assert serde.reply_allowance(fit) == ReplySpec(None, 4 * 4000 + (64 << 20))
+    assert serde.reply_allowance(Task("r", 1, 0, TaskKind.EVALUATE, "a", params)) == \
         ReplySpec({}, 0)
-    assert serde.expected_reply(Task("r", 1, 0, TaskKind.FIT, "a", params,
+    assert serde.reply_allowance(Task("r", 1, 0, TaskKind.FIT, "a", params,
                                      expects=EXPECTS)) is EXPECTS
 
 

@@ -16,7 +16,7 @@ Wrappers take an `inner` layer of the same interface.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -106,10 +106,15 @@ class Delegating:
         return self.inner.finalize(state, acc)
 
 
-def find_staged(layer: Any) -> Any | None:
-    """The layer of a stack that runs extra exchanges (pre_stages / post_stages), if any."""
+def find_layer(layer: Any, wanted: Callable[[Any], bool]) -> Any | None:
+    """The first layer of a stack (walking down `.inner`) that is `wanted`, if any."""
     while layer is not None:
-        if hasattr(layer, "pre_stages"):
+        if wanted(layer):
             return layer
         layer = getattr(layer, "inner", None)
     return None
+
+
+def find_staged(layer: Any) -> Any | None:
+    """The layer of a stack that runs extra exchanges (pre_stages / post_stages), if any."""
+    return find_layer(layer, lambda x: hasattr(x, "pre_stages"))

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from fedsilo.aggregation.base import Accumulator, Delegating, Layer
+from fedsilo.aggregation.base import Accumulator, Delegating, Layer, find_layer
 from fedsilo.core.params import ArraySpec, Params, ParamSpec
 from fedsilo.errors import AggregationError, MalformedUpdate
 
@@ -64,8 +64,5 @@ class WeightedMean(Delegating):
 def find_mean(layer: Any) -> WeightedMean | None:
     """The weighted mean of a stack, if it has one (the server derives each contribution's
     weight from it and the example count, instead of trusting the weight sent)."""
-    while layer is not None:
-        if isinstance(layer, WeightedMean):
-            return layer
-        layer = getattr(layer, "inner", None)
-    return None
+    found: WeightedMean | None = find_layer(layer, lambda x: isinstance(x, WeightedMean))
+    return found

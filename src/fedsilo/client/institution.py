@@ -61,8 +61,7 @@ class Institution:
             self._check_policy(task)
             client = self._client(task.config)
         except FedsiloError as e:
-            return Reply(task.task_id, self.name, task.round, task.model_version, 0,
-                         error=ErrorInfo(e.code, str(e)))
+            return self._refusal(task, ErrorInfo(e.code, str(e)))
         reply = client.handle(task)
         if self.policy is not None and task.kind is TaskKind.FIT and reply.ok:
             self._trained[task.run_id] = self._trained.get(task.run_id, 0) + 1
@@ -75,7 +74,12 @@ class Institution:
         if self.policy is None:
             return
         try:
-            if task.kind is TaskKind.EVALUATE:
+            if task.kind is TaskKind.PREPARE:
+                train = self.split(task.config).train
+                categorical = _data_settings(task.config)[1].categorical
+                self.policy.check_prepare({c: int(train[c].nunique()) for c in categorical
+                                           if c in train})
+            elif task.kind is TaskKind.EVALUATE:
                 self.policy.check_evaluate(task.config, task.round)
             else:
                 self.policy.check_fit(task.config, task.round,
@@ -83,6 +87,9 @@ class Institution:
         except PolicyRefused as e:
             log.warning("institution '%s' refused task %s: %s", self.name, task.task_id, e)
             raise
+
+    def _refusal(self, task: Task, error: ErrorInfo) -> Reply:
+        return Reply(task.task_id, self.name, task.round, task.model_version, 0, error=error)
 
     def split(self, config: Mapping[str, Any]) -> InstitutionSplit:
         """This institution's train/test split for the run described by `config`."""
@@ -102,30 +109,25 @@ class Institution:
         institution, so it never quotes the data (an unexpected failure is logged here in
         full and sent as its kind only)."""
         try:
-            schema = _data_settings(task.config)[1]
-            if self.policy is not None:
-                train = self.split(task.config).train
-                self.policy.check_prepare({c: int(train[c].nunique()) for c in schema.categorical
-                                           if c in train})
-            if task.config.get("secure"):  # statistics through the secure sum only
+            secure = task.config.get("secure")
+            if not secure or secure.get("step") == "advertise":  # once, at its first step
+                self._check_policy(task)
+            if secure:  # statistics through the secure sum only
                 from fedsilo.engine.secure_prepare import respond
 
                 return respond(self, task, lambda: self.split(task.config), self._keys)
             split = self.split(task.config)
-            stats = LocalStatistics.of(split.train, schema)
+            stats = LocalStatistics.of(split.train, _data_settings(task.config)[1])
             return Reply(task.task_id, self.name, task.round, task.model_version,
                          len(split.train), payload={"statistics": stats.to_dict(),
                                                     "test_rows": len(split.test)})
-        except PolicyRefused as e:
-            log.warning("institution '%s' refused task %s: %s", self.name, task.task_id, e)
-            error = ErrorInfo(e.code, str(e))
         except FedsiloError as e:
             error = ErrorInfo(e.code, str(e))
         except (KeyError, TypeError, ValueError) as e:
             log.exception("institution '%s': summarising its data failed", self.name)
             error = ErrorInfo(DataError.code, f"institution '{self.name}': its data could not "
                               f"be summarised ({type(e).__name__}; details in its own log)")
-        return Reply(task.task_id, self.name, task.round, task.model_version, 0, error=error)
+        return self._refusal(task, error)
 
     def _client(self, config: Mapping[str, Any]) -> Client:
         setup = config.get("setup")

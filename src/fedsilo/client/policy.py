@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fedsilo.errors import ConfigError, FedsiloError
+from fedsilo.limits import MAX_LEVELS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -56,7 +57,7 @@ class SitePolicy(BaseModel):
     evaluation: bool = True
     deterministic_noise: bool = False
     categorical: list[str] | None = None  # columns that may be one-hot (levels leave); None: any
-    max_levels: int = Field(default=100, ge=1)  # distinct values of one column that may leave
+    max_levels: int = Field(default=MAX_LEVELS, ge=1)  # values of one column that may leave
 
     @classmethod
     def load(cls, path: str | Path) -> SitePolicy:
@@ -192,7 +193,7 @@ class SitePolicy(BaseModel):
             from fedsilo.aggregation.dp.accountant import Accountant
 
             delta = float(p.get("delta", 1e-5))
-            spent = Accountant(z, 1.0, delta).epsilon(rounds)  # q = 1: the cohort is public
+            spent = Accountant.public_cohort(z, delta).epsilon(rounds)
             if spent > self.max_epsilon:
                 raise PolicyRefused(f"site policy allows ε ≤ {self.max_epsilon} per run; "
                                     f"training round {rounds} of this run would spend "

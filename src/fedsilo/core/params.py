@@ -53,7 +53,7 @@ def check_like(params: Mapping[str, np.ndarray], spec: ParamSpec, what: str = "u
         arr = params[name]
         if not isinstance(arr, np.ndarray):
             raise MalformedUpdate(f"{what}: '{name}' is {type(arr).__name__}, expected ndarray")
-        if not _shape_fits(tuple(arr.shape), want.shape):
+        if not shape_fits(tuple(arr.shape), want.shape):
             raise MalformedUpdate(f"{what}: '{name}' has shape {tuple(arr.shape)}, "
                                   f"expected {want.shape}")
         if arr.dtype != want.dtype:
@@ -62,7 +62,7 @@ def check_like(params: Mapping[str, np.ndarray], spec: ParamSpec, what: str = "u
             raise MalformedUpdate(f"{what}: '{name}' contains NaN or Inf values")
 
 
-def _shape_fits(shape: tuple[int, ...], want: tuple[int, ...]) -> bool:
+def shape_fits(shape: tuple[int, ...], want: tuple[int, ...]) -> bool:
     """Equal shapes, where -1 in `want` admits any length (variable-size ciphertexts)."""
     return len(shape) == len(want) and all(w in (-1, s) for s, w in zip(shape, want))
 

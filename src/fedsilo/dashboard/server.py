@@ -27,7 +27,6 @@ from fedsilo.dashboard.guard import HEADERS, TOKEN_HEADER, WILDCARDS, Access, is
 from fedsilo.errors import ConfigError
 from fedsilo.store.run_store import RunStore
 from fedsilo.store.values import strict_json
-from fedsilo.store.writer import describe
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +76,7 @@ def make_handler(store: RunStore, access: Access) -> type[BaseHTTPRequestHandler
                 self._json(404, {"error": str(e)})
             except Exception as e:  # noqa: BLE001 (the store is down: say so, keep serving)
                 log.warning("dashboard: the run store %s cannot be read: %s", store.url,
-                            describe(e, store.url))
+                            store.describe(e))
                 self._json(503, {"error": "the run store cannot be read now"})
             else:
                 if value is None:

@@ -40,8 +40,9 @@ def check_table(frame: pd.DataFrame, schema: Schema, institution: str) -> None:
     where = describe(institution, frame)
     schema.check(frame, where)
     problems = [p for c in schema.numeric if (p := _feature_problem(frame[c], c, where))]
-    problems += [p for c in (*schema.numeric, schema.target)
-                 if not problems and (p := _range_problem(frame[c], c, where))]
+    if not problems:  # sizes only mean something once the numbers are numbers
+        problems = [p for c in (*schema.numeric, schema.target)
+                    if (p := _range_problem(frame[c], c, where))]
     target = frame[schema.target]
     numeric_target = ("data.positive_above" if schema.positive_above is not None
                       else "a regression target" if schema.task == "regression" else None)

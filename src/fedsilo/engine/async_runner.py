@@ -114,7 +114,7 @@ def _eval_tasks(run: _Run, params: Params, version: int, clients: list[str]) -> 
             for c in sorted(clients)]
 
 
-def _collect_eval(replies: list[Reply], admission: Admission) -> Evaluation:
+def collect_evaluation(replies: list[Reply], admission: Admission) -> Evaluation:
     """The evaluations that count in the federated metric; the others are logged, with why."""
     ok = []
     for r in sorted(replies, key=lambda r: r.client_id):
@@ -149,7 +149,7 @@ def run_async_virtual(strategy: AsyncStrategy, transport: InProcessTransport, in
         seq += 1
 
     def evaluate(params: Params, version: int) -> Evaluation:
-        return _collect_eval([transport.call(t)
+        return collect_evaluation([transport.call(t)
                               for t in _eval_tasks(run, params, version, clients)],
                              strategy.admission)
 
@@ -258,7 +258,7 @@ def _final_evaluation(run: _Run, transport: ServerTransport, open_tasks: dict[st
             transport.acknowledge(reply, Rejection(reply.client_id, "run_finished",
                                                    "training is over; update not applied"))
     if run.events:
-        evaluation, sizes = _collect_eval(replies, run.strategy.admission)
+        evaluation, sizes = collect_evaluation(replies, run.strategy.admission)
         last = run.events[-1]
         run.events[-1] = RoundEvent(last.round, last.version, last.participants, last.rejected,
                                     last.metrics, evaluation,

@@ -84,15 +84,13 @@ def federated_preprocessing(transport: ServerTransport, config: Mapping[str, Any
         except (FedsiloError, KeyError) as e:
             rejection = Rejection(reply.client_id, getattr(e, "code", "data_error"), str(e))
             problems.append(f"{reply.client_id}: {e}")
-            if reply.error is not None and reply.error.code in FATAL:
-                refused.append(FATAL[reply.error.code](_naming(reply.client_id,
-                                                               reply.error.reason)))
+            stop = fatal(reply)
+            if stop is not None:
+                refused.append(stop)
             else:
                 log.warning("prepare: no statistics from %s: %s", reply.client_id, e)
         transport.acknowledge(reply, rejection)
-    if refused:
-        kind = DataError if any(isinstance(e, DataError) for e in refused) else ConfigError
-        raise kind("; ".join(str(e) for e in refused))
+    stop_if_fatal(refused)
     if len(stats) < min_institutions:
         raise AggregationError(f"prepare: {len(stats)} institutions sent statistics, need "
                                f"{min_institutions}; " + ("; ".join(problems) or "none answered"))
@@ -112,9 +110,9 @@ def _statistics(reply: Reply, schema: Schema, max_levels: int, fraction: float,
     try:
         stats = LocalStatistics.from_dict(reply.payload.get("statistics"))
         check_statistics(stats, schema, max_levels)
-        test = reply.payload.get("test_rows", plausible_test_rows(stats.rows, fraction))
-        if (isinstance(test, bool) or not isinstance(test, int)
-                or not 0 <= test <= plausible_test_rows(stats.rows, fraction)):
+        most = plausible_test_rows(stats.rows, fraction)
+        test = reply.payload.get("test_rows", most)
+        if isinstance(test, bool) or not isinstance(test, int) or not 0 <= test <= most:
             raise DataError("statistics: more test rows than the training rows allow at "
                             "data.test_fraction")
     except DataError as e:
@@ -123,6 +121,18 @@ def _statistics(reply: Reply, schema: Schema, max_levels: int, fraction: float,
     return stats, test
 
 
-def _naming(institution: str, reason: str) -> str:
-    """An institution's reason, prefixed with its name unless the reason already gives it."""
-    return reason if f"'{institution}'" in reason else f"institution '{institution}': {reason}"
+def fatal(reply: Reply) -> FedsiloError | None:
+    """The error that stops the run for `reply`'s data or config error (its reason, naming
+    the institution), else None."""
+    if reply.error is None or reply.error.code not in FATAL:
+        return None
+    who, reason = reply.client_id, reply.error.reason
+    return FATAL[reply.error.code](reason if f"'{who}'" in reason
+                                   else f"institution '{who}': {reason}")
+
+
+def stop_if_fatal(errors: list[FedsiloError]) -> None:
+    """Raise the institutions' data errors (else config errors) together, if any."""
+    if errors:
+        kind = DataError if any(isinstance(e, DataError) for e in errors) else ConfigError
+        raise kind("; ".join(str(e) for e in errors))

@@ -19,11 +19,11 @@ from collections import deque
 from dataclasses import dataclass
 
 from fedsilo.aggregation.base import find_staged
-from fedsilo.algorithms.base import OpenRound, ServerState, Strategy, judge_evaluation
+from fedsilo.algorithms.base import OpenRound, ServerState, Strategy
 from fedsilo.algorithms.staleness import Staleness
 from fedsilo.core.messages import Reply
 from fedsilo.core.params import Params, digest
-from fedsilo.engine.async_runner import AsyncHistory, AsyncSettings
+from fedsilo.engine.async_runner import AsyncHistory, AsyncSettings, collect_evaluation
 from fedsilo.engine.clock import VirtualClock, examples_processed
 from fedsilo.engine.events import EventBus, RoundEvent
 from fedsilo.engine.stages import after_collection, before_collection
@@ -120,11 +120,8 @@ def _commit(strategy: Strategy, staged: object, transport: InProcessTransport,
                                      or v == settings.versions):
         tasks = strategy.evaluate_tasks(state, transport.clients(), v, settings.run_id,
                                         v == settings.versions)
-        replies = [transport.call(t) for t in tasks]
-        ok = sorted((x for x in replies if judge_evaluation(strategy.admission, x) is None),
-                    key=lambda x: x.client_id)
-        evaluation = {x.client_id: dict(x.metrics) for x in ok}
-        sizes = [float(x.num_examples) for x in ok]
+        evaluation, sizes = collect_evaluation([transport.call(t) for t in tasks],
+                                               strategy.admission)
     bus.publish(RoundEvent(
         round=v, version=v, participants=tuple(r.received),
         rejected={x.client_id: f"[{x.code}] {x.reason}" for x in r.rejected},

@@ -40,6 +40,7 @@ from fedsilo.core.rng import derive_seed
 from fedsilo.data.plausible import check_statistics, plausible_test_rows
 from fedsilo.data.preprocessing import LocalStatistics, Moments, Preprocessor
 from fedsilo.data.schema import Schema
+from fedsilo.engine.prepare import fatal, stop_if_fatal
 from fedsilo.errors import (
     AggregationError,
     ConfigError,
@@ -225,11 +226,9 @@ class _Exchange:
                                       f"not an answer to prepare/{step} now")
             elif reply.error is not None:
                 rejection = Rejection.of(reply)
-                if reply.error.code in (DataError.code, ConfigError.code):
-                    kind = DataError if reply.error.code == DataError.code else ConfigError
-                    reason = reply.error.reason
-                    self.fatal.append(kind(reason if f"'{reply.client_id}'" in reason
-                                           else f"institution '{reply.client_id}': {reason}"))
+                stop = fatal(reply)
+                if stop is not None:
+                    self.fatal.append(stop)
             else:
                 try:
                     answers[reply.client_id] = check(reply)
@@ -239,9 +238,7 @@ class _Exchange:
                 log.warning("prepare/%s: %s is out: %s", step, reply.client_id,
                             rejection.reason)
             self.transport.acknowledge(reply, rejection)
-        if self.fatal:
-            kind = DataError if any(isinstance(e, DataError) for e in self.fatal) else ConfigError
-            raise kind("; ".join(str(e) for e in self.fatal))
+        stop_if_fatal(self.fatal)
         return answers
 
 

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fedsilo.aggregation.secure.identity import SimulatedCA
 from fedsilo.client.factory import ModelCache, make_trainer
 from fedsilo.client.institution import Institution
 from fedsilo.config.build import build_schema
@@ -72,10 +71,8 @@ def run_simulation(cfg: RunConfig, phase: PhaseListener | None = None, write: bo
     for name, table in tables.items():  # what each institution checks, before a run starts
         check_table(table, schema, name)
     models = ModelCache()
-    secret, public = _keys(cfg)
-    ca = SimulatedCA()  # each institution's identity key and certificate: signed SecAgg+ keys
-    public = {**public, **ca.trust_keys()}
-    institutions = {n: Institution(n, t, models, keys={**secret, **ca.keys(n)})
+    secret, public = _keys(cfg, sorted(tables))
+    institutions = {n: Institution(n, t, models, keys=secret[n])
                     for n, t in sorted(tables.items())}
     handlers: dict[str, Handler] = dict(institutions)
     if cfg.attack.fraction:
@@ -104,15 +101,22 @@ def run_simulation(cfg: RunConfig, phase: PhaseListener | None = None, write: bo
     return result
 
 
-def _keys(cfg: RunConfig) -> tuple[dict[str, bytes], dict[str, bytes]]:
-    """Key material a simulation makes up front: the CKKS context (secret for the simulated
-    institutions, public for the server)."""
-    if cfg.aggregation.secure != "ckks":
-        return {}, {}
-    from fedsilo.aggregation.secure.ckks import new_keys
+def _keys(cfg: RunConfig, names: list[str]) -> tuple[dict[str, dict[str, bytes]],
+                                                    dict[str, bytes]]:
+    """Key material a simulation makes up front, only for the protocol that uses it: per
+    institution, its secret part (the CKKS secret context; for SecAgg+, its identity key and
+    certificate that sign its advertised keys), and the server's public part."""
+    if cfg.aggregation.secure == "ckks":
+        from fedsilo.aggregation.secure.ckks import new_keys
 
-    secret, public = new_keys()
-    return {"ckks": secret}, {"ckks": public}
+        context, public = new_keys()
+        return {n: {"ckks": context} for n in names}, {"ckks": public}
+    if cfg.aggregation.secure in ("secagg+", "secagg"):
+        from fedsilo.aggregation.secure.identity import SimulatedCA
+
+        ca = SimulatedCA()
+        return {n: ca.keys(n) for n in names}, ca.trust_keys()
+    return {n: {} for n in names}, {}
 
 
 def _compare(cfg: RunConfig, institutions: Mapping[str, Institution], fed: SessionResult,

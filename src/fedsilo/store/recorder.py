@@ -55,7 +55,8 @@ class Recorder:
         self.store, self.run_id, self.folder = store, run_id, folder
         if store is not None and signer is not None:
             store.use_signer(run_id, signer)
-        self._write = SafeWriter(store.url) if store is not None else None
+        self._write = (SafeWriter(store.url, explain=store.describe) if store is not None
+                       else None)
         self._checkpointer = (Checkpointer(folder, checkpoint_every, rounds)
                               if checkpoint_every else None)
         self._unsaved: tuple[int, ServerState] | None = None  # the newest state not on disk
@@ -273,7 +274,12 @@ def recorder_for(cfg: RunConfig, run_id: str, folder: Path,
     Raises:
         ConfigError: the kit's key does not load, or the run's key cannot be written.
     """
-    store = store_for(cfg)
+    return _recorder(cfg, store_for(cfg), run_id, folder, kit)
+
+
+def _recorder(cfg: RunConfig, store: RunStore | None, run_id: str, folder: Path,
+              kit: Path | None) -> Recorder:
+    """`recorder_for` with its store already open (None: no store)."""
     signer = None
     if store is not None:
         signer = (kit_signer(kit) if kit is not None else None) or run_signer(folder, run_id)
@@ -304,10 +310,11 @@ def unfinished_run(cfg: RunConfig, kit: Path | None = None) -> Recorder:
         ConfigError: the store holds no such run, or its checkpoint is missing, damaged, or
             not the model the run's signed audit trail holds for its round.
     """
-    store = store_for(cfg) or RunStore(Path(cfg.run.output_dir) / "fedsilo.db")
-    run_id = store.latest(cfg.run.name)
+    store = store_for(cfg)  # opened once: it finds the run and records it
+    lookup = store or RunStore(Path(cfg.run.output_dir) / "fedsilo.db")
+    run_id = lookup.latest(cfg.run.name)
     if run_id is None:
-        raise ConfigError(f"--resume: no unfinished run named '{cfg.run.name}' in {store.url}")
-    recorder = recorder_for(cfg, run_id, Path(cfg.run.output_dir) / run_id, kit)
+        raise ConfigError(f"--resume: no unfinished run named '{cfg.run.name}' in {lookup.url}")
+    recorder = _recorder(cfg, store, run_id, Path(cfg.run.output_dir) / run_id, kit)
     recorder.resume_point()  # a missing or damaged checkpoint stops here, before any work
     return recorder

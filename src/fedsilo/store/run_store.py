@@ -96,6 +96,8 @@ class RunStore:
 
     def __init__(self, url: str | Path, create: bool = True) -> None:
         self._signers: dict[str, signing.AuditSigner] = {}
+        self._keyed: set[str] = set()          # runs whose stored certificate was checked
+        self._configs: dict[str, str] = {}     # each run's stored config, read once
         real = store_url(url)
         self.url = redact_url(real)
         if real.startswith("sqlite:///"):
@@ -133,6 +135,7 @@ class RunStore:
     def use_signer(self, run_id: str, signer: signing.AuditSigner) -> None:
         """Sign run `run_id`'s audit entries with `signer` (the server's key)."""
         self._signers[run_id] = signer
+        self._keyed.discard(run_id)  # check it against the stored certificate again
 
     def _signer(self, db: Any, run_id: str) -> signing.AuditSigner:
         """The run's signer, its certificate stored with the run on first use. A run recorded
@@ -142,6 +145,8 @@ class RunStore:
             ConfigError: the run is already signed by another key than the one given.
         """
         signer = self._signers.get(run_id)
+        if signer is not None and run_id in self._keyed:  # checked (and stored) already
+            return signer
         stored = db.execute(select(audit_keys.c.certificate).where(
             audit_keys.c.run_id == run_id)).scalar()
         if signer is None and stored is None:
@@ -182,7 +187,7 @@ class RunStore:
         values = _metric_rows(run_id, event)
         with self.engine.begin() as db:
             signer = self._signer(db, run_id)
-            config = db.execute(select(runs.c.config).where(runs.c.run_id == run_id)).scalar()
+            config = self._config(db, run_id)
             entry = audit_chain.canonical({**audit_chain.entry_of(event),
                                            **_signed_facts(row, values, config)})
             prev = db.execute(select(audit.c.hash).where(audit.c.run_id == run_id)
@@ -199,6 +204,21 @@ class RunStore:
                                             prev_hash=prev, hash=digest))
             db.execute(insert(audit_signatures).values(
                 run_id=run_id, round=event.round, signature=signer.sign(run_id, digest)))
+        self._keyed.add(run_id)  # committed: the certificate is stored, no need to re-read
+
+    def _config(self, db: Any, run_id: str) -> str | None:
+        """The run's stored config (JSON text), read once per run."""
+        if run_id not in self._configs:
+            config = db.execute(select(runs.c.config).where(runs.c.run_id == run_id)).scalar()
+            if config is None:
+                return None
+            self._configs[run_id] = config
+        return self._configs[run_id]
+
+    def describe(self, error: BaseException) -> str:
+        """`writer.describe` of an error of this store, scrubbed of the real URL's password
+        (`url` has it hidden already, so it cannot serve to scrub)."""
+        return describe(error, self.engine.url.render_as_string(hide_password=False))
 
     def log(self, run_id: str, kind: str, message: str) -> None:
         with self.engine.begin() as db:

@@ -23,6 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from fedsilo.aggregation.secure.identity import Signer
 from fedsilo.errors import ConfigError
+from fedsilo.store.disk import writing
 
 SERVER_KEY, SERVER_CERT, CA = "server.key", "server.pem", "ca.pem"  # in a server kit
 RUN_KEY, RUN_CERT = "audit.key", "audit.pem"                        # in a results folder
@@ -76,15 +77,12 @@ def run_signer(folder: Path, run_id: str) -> AuditSigner:
         return AuditSigner(key_path.read_bytes(), cert_path.read_bytes(), "simulation")
     signer = new_signer(run_id, "simulation")
     key_pem, cert_pem = signer.key_pem, signer.certificate.encode()
-    try:
+    with writing(folder, "the run's audit key"):
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(key_pem)
         cert_path.write_bytes(cert_pem)
-    except OSError as e:
-        raise ConfigError(f"cannot write the run's audit key to {folder}: "
-                          f"{e.strerror or type(e).__name__}") from None
     return signer
 
 

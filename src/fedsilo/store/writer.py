@@ -43,10 +43,15 @@ class SafeWriter:
         url: the store's URL (for messages; its password is never shown).
         attempts: tries of a write while the store was working.
         pause: seconds before the first retry.
+        explain: how an error is told (default `describe(error, url)`); give
+            `RunStore.describe` when `url` is already redacted, so that the real password is
+            what gets scrubbed.
     """
 
-    def __init__(self, url: str, attempts: int = ATTEMPTS, pause: float = PAUSE) -> None:
+    def __init__(self, url: str, attempts: int = ATTEMPTS, pause: float = PAUSE,
+                 explain: Callable[[BaseException], str] | None = None) -> None:
         self.url, self.attempts, self.pause = url, attempts, pause
+        self.explain = explain or (lambda error: describe(error, url))
         self.pending: deque[tuple[str, Callable[[], None]]] = deque()
         self.dropped: list[str] = []
 
@@ -66,13 +71,13 @@ class SafeWriter:
             if error is not None and transient(error):
                 log.warning("run store %s: could not write %s (%s); kept in memory with %d "
                             "later write(s), tried again with the next one", self.url, what,
-                            describe(error, self.url), len(self.pending) - 1)
+                            self.explain(error), len(self.pending) - 1)
                 return False
             self.pending.popleft()
             if error is not None:
                 self.dropped.append(what)
                 log.error("run store %s: %s refused (%s): not recorded", self.url, what,
-                          describe(error, self.url))
+                          self.explain(error))
         if kept > 1:
             log.warning("run store %s: %d kept write(s) recorded", self.url, kept)
         return True

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from fedsilo.core.messages import ErrorInfo, Reply, ReplySpec, Task, TaskKind
-from fedsilo.core.params import Params
+from fedsilo.core.params import Params, shape_fits
 from fedsilo.errors import MalformedUpdate
 from fedsilo.transport.grpc import fedsilo_pb2 as pb
 
@@ -174,8 +174,7 @@ def check_manifest(env: Any, allowed: ReplySpec) -> None:
             if np.dtype(spec.dtype) != want.dtype:
                 raise MalformedUpdate(f"reply manifest: '{spec.name}' is not {want.dtype} as "
                                       f"the task expects")
-            if len(shape) != len(want.shape) or any(
-                    w not in (-1, d) for d, w in zip(shape, want.shape)):
+            if not shape_fits(tuple(shape), want.shape):
                 raise MalformedUpdate(f"reply manifest: '{spec.name}' has shape "
                                       f"{list(shape) if len(shape) <= 8 else '(too many)'}, "
                                       f"the task expects {list(want.shape)}")
@@ -184,7 +183,7 @@ def check_manifest(env: Any, allowed: ReplySpec) -> None:
                               f"{allowed.max_bytes} its task allows")
 
 
-def expected_reply(task: Task) -> ReplySpec:
+def reply_allowance(task: Task) -> ReplySpec:
     """What a reply to `task` may carry: the ReplySpec its strategy attached; else no arrays
     (only fit replies carry any), and for a fit task without one, up to 4 times the bytes of
     its model plus 64 MiB, under any names."""

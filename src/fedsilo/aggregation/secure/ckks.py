@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from fedsilo.aggregation.base import Accumulator
+from fedsilo.aggregation.secure.payloads import unb64
 from fedsilo.core.params import ArraySpec, Params, ParamSpec
 from fedsilo.errors import ConfigError, MalformedUpdate, ProtocolError, SecureAggregationAborted
 
@@ -145,10 +146,14 @@ class CKKSSum:
     def stage_check(self, stage: str, acc: Accumulator, client: str, answer: Any) -> Any:
         """A decrypt answer: the plain sum, one base64 text per parameter name."""
         plain = answer.get("plain") if isinstance(answer, Mapping) else None
-        if (not isinstance(plain, Mapping) or set(plain) != set(acc.extra["ckks"]["shapes"])
-                or not all(isinstance(v, str) for v in plain.values())):
+        try:
+            if not isinstance(plain, Mapping) or set(plain) != set(acc.extra["ckks"]["shapes"]):
+                raise ProtocolError("names")
+            for v in plain.values():  # stage_collect decodes them
+                unb64(v)
+        except ProtocolError:
             raise ProtocolError(f"ckks: the {stage} answer of '{client}' is not one base64 "
-                                f"text per parameter")
+                                f"text per parameter") from None
         return answer
 
     def stage_collect(self, stage: str, acc: Accumulator,

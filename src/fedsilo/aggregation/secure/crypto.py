@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -24,7 +25,6 @@ from fedsilo.errors import ProtocolError
 
 _RAW = serialization.Encoding.Raw, serialization.PublicFormat.Raw
 _ZERO_NONCE = bytes(16)
-_PROBE: list[X25519PrivateKey] = []  # a throwaway key to test peers' public keys with
 
 
 def keypair() -> tuple[X25519PrivateKey, bytes]:
@@ -48,10 +48,10 @@ def check_public(raw: bytes) -> None:
     agree(_probe(), raw, b"check")
 
 
+@functools.cache
 def _probe() -> X25519PrivateKey:
-    if not _PROBE:
-        _PROBE.append(X25519PrivateKey.generate())
-    return _PROBE[0]
+    """A throwaway key (one per process) to test peers' public keys with."""
+    return X25519PrivateKey.generate()
 
 
 def agree(sk: X25519PrivateKey, peer_public: bytes, purpose: bytes) -> bytes:

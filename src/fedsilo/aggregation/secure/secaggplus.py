@@ -165,7 +165,8 @@ class SecAggPlus:
         if stage == "advertise":
             return {u: base for u in alive}
         if stage == "share":
-            return {u: {**base, "x": {v: rnd.x(v) for v in [u, *rnd.graph[u]]},
+            xs = {v: i + 1 for i, v in enumerate(rnd.ids)}  # rnd.x, without a scan per lookup
+            return {u: {**base, "x": {v: xs[v] for v in [u, *rnd.graph[u]]},
                         "peers": {v: rnd.adverts[v].wire() for v in rnd.graph[u]}}
                     for u in alive}
         if stage == "unmask":
@@ -243,10 +244,11 @@ class SecAggPlus:
             for v, reason in reveal.corrupt.items():
                 log.warning("secagg+ round %d: share from %s to %s rejected: %s", rnd.round,
                             v, u, reason)
+            x = rnd.x(u)
             for v, y in reveal.b.items():
-                b_shares.setdefault(v, []).append((rnd.x(u), y))
+                b_shares.setdefault(v, []).append((x, y))
             for v, y in reveal.s.items():
-                s_shares.setdefault(v, []).append((rnd.x(u), y))
+                s_shares.setdefault(v, []).append((x, y))
         survivors = rnd.survivors
         dropped = rnd.shared - survivors
         scratch = _Flat(acc.sums, self.fixed.dtype)

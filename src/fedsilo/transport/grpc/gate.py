@@ -39,13 +39,8 @@ class ReplyGate:
         """
         if kind != "reply":
             raise WrongRound(f"expected a reply, got a '{serde.shown(kind)}' message")
-        task_id = str(meta.get("task_id"))
-        task = self.transport.open_task(self.name, task_id)
-        if task is None:
-            raise WrongRound(f"task '{serde.shown(task_id)}' is not open for '{self.name}' "
-                             f"(round closed, never asked, or already answered)")
-        self.task = task
-        return serde.expected_reply(task)
+        self.task = self.transport.open_task(self.name, str(meta.get("task_id")))
+        return serde.reply_allowance(self.task)
 
     def refuse(self, error: FedsiloError) -> Future[Rejection | None] | None:
         """Record a malformed reply as this institution's answer to its open task (an error

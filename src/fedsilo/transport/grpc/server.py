@@ -253,21 +253,24 @@ class GrpcServerTransport:
                  "connection is gone)", name, task.task_id)
         return task
 
-    def open_task(self, name: str, task_id: str) -> Task | None:
-        """The task `task_id` if it is open and was asked of `name`."""
+    def open_task(self, name: str, task_id: str) -> Task:
+        """The task `task_id`, open and asked of `name`. Raises WrongRound otherwise."""
         with self._cond:
-            task = self._outstanding.get(task_id)
-        return task if task is not None and task.client_id == name else None
+            return self._open(name, task_id)
+
+    def _open(self, name: str, task_id: str) -> Task:  # under the lock
+        task = self._outstanding.get(task_id)
+        if task is None or task.client_id != name:
+            raise WrongRound(f"task '{serde.shown(task_id)}' is not open for '{name}' (round "
+                             f"closed, never asked, or already answered)")
+        return task
 
     def _receive(self, name: str, reply: Reply) -> Future[Rejection | None]:
         if self.digests and reply.update is not None:  # in this handler thread, in parallel
             reply = dataclasses.replace(reply, digest=digest(reply.update))
         with self._cond:
             self._seen[name] = time.monotonic()
-            task = self._outstanding.get(reply.task_id)
-            if task is None or task.client_id != name:
-                raise WrongRound(f"task '{reply.task_id}' is not open for '{name}' (round "
-                                 f"closed, never asked, or already answered)")
+            task = self._open(name, reply.task_id)
             del self._outstanding[reply.task_id]
             if self._delivered.get(name) is task:
                 del self._delivered[name]
