@@ -163,8 +163,8 @@ def test_a_kit_from_another_ca(tmp_path):
 def test_broken_data_in_deployment_stops_the_server(tmp_path):
     """The institution checks its own file and sends the reason (no value); the server stops
     before training with exit 2, naming it, and tells the institutions the run is over."""
-    kits = tmp_path / "kits"
-    provision(Project("heart", "localhost", tuple(FILES)), kits)
+    kits = tmp_path / "kits"  # the run trains plain FedAvg: the kits' policies allow it
+    provision(Project("heart", "localhost", tuple(FILES), policy={"secure": "none"}), kits)
     broken = hungary_with(tmp_path, CHOL, "high")
     port = free_port()
     srv = server(kits, heart_config(tmp_path), port, tmp_path, "--wait", "3600")

@@ -40,7 +40,8 @@ def test_secure_groups_run_concurrently_and_a_slow_institution_holds_up_only_its
     tables = load_example("robustness/attack_table.py").digits_tables(9)
     raw = {"run": {"seed": 1, "rounds": 12, "compare": False, "mode": "async",
                    "evaluate_every": 12},
-           "data": {"task": "multiclass", "target": "digit", "test_fraction": 0.25},
+           "data": {"task": "multiclass", "target": "digit", "test_fraction": 0.25,
+                    "levels": {"digit": list(range(10))}},
            "model": {"kind": "logistic_regression"},
            "client": {"epochs": 1, "batch_size": 16, "lr": 0.1},
            "strategy": {"name": "fedbuff", "buffer_size": 3, "staleness": "polynomial"},

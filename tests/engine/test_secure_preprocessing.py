@@ -1,10 +1,9 @@
-"""Secure federated preprocessing (issue 12 §3): with SecAgg+ on, the prepare stage sends the
-server each institution's row counts and masked vectors only, and fits the same preprocessing
-as the clear one; without it nothing changes."""
+"""Secure federated preprocessing (issue 12 §3): with secure aggregation on (SecAgg+, SecAgg,
+CKKS), the prepare stage sends the server each institution's row counts and masked vectors
+only, and fits the same preprocessing as the clear one; without declared levels a secure run
+is refused before anything is sent; without secure aggregation nothing changes."""
 
 from __future__ import annotations
-
-import logging
 
 import numpy as np
 import pytest
@@ -32,6 +31,13 @@ def heart(aggregation=None, levels=None, **run):
     raw["aggregation"].update(aggregation or {})
     raw["data"]["levels"] = levels
     return parse_config(raw, cfg.base_dir)
+
+
+def unchecked(cfg, **aggregation):
+    """`cfg` with other [aggregation] settings, not validated again (as a program that builds
+    its config in code may hand run_session one)."""
+    return cfg.model_copy(update={"aggregation": cfg.aggregation.model_copy(
+        update=aggregation)})
 
 
 def run(cfg, monkeypatch):
@@ -75,7 +81,7 @@ def clear_statistics(institutions, schema) -> dict[str, LocalStatistics]:
 
 
 def test_the_server_sees_only_row_counts_and_masked_vectors_and_fits_the_same(monkeypatch):
-    plain, plain_pre, plain_adm, plain_seen, _ = run(heart(SECAGG), monkeypatch)
+    plain, plain_pre, plain_adm, plain_seen, _ = run(heart(), monkeypatch)  # secure = "none"
     monkeypatch.undo()
     secure, pre, admission, seen, institutions = run(heart(SECAGG, LEVELS), monkeypatch)
 
@@ -130,15 +136,65 @@ def test_a_label_outside_the_declared_levels_stops_the_run_naming_the_column():
         run_simulation(heart(SECAGG, {**LEVELS, "cp": [1, 2, 3]}), write=False)
 
 
-def test_without_declared_levels_the_run_says_its_statistics_go_in_the_clear(monkeypatch,
-                                                                              caplog):
-    caplog.set_level(logging.WARNING)
-    _, _, _, seen, _ = run(heart(SECAGG, {"cp": [1, 2, 3, 4]}, rounds=1), monkeypatch)
-    assert "without [data] levels for ['restecg']" in caplog.text
-    assert all("statistics" in r.payload for r in seen)
+@pytest.mark.parametrize("secure", [SECAGG, {"secure": "secagg", "threshold": 2},
+                                    {"secure": "ckks"}], ids=lambda s: s["secure"])
+def test_a_secure_run_without_declared_levels_is_refused_before_anything_is_sent(
+        monkeypatch, secure):
+    """A secure run never sends statistics in the clear: without the levels of a categorical
+    column it is refused, naming the column and the TOML line to add (column names only)."""
+    with pytest.raises(ConfigError, match=r"needs the levels of \['restecg'\] declared.*add to "
+                                          r"\[data\]: levels = \{ restecg = \[\.\.\.\] \}"):
+        heart(secure, {"cp": [1, 2, 3, 4]})  # on loading the config
+    # a config built in code (not validated again) is refused by the run, before any task
+    dispatched: list = []
+    monkeypatch.setattr(InProcessTransport, "dispatch",
+                        lambda self, tasks: dispatched.extend(tasks))
+    cfg = unchecked(heart(levels={"cp": [1, 2, 3, 4]}), **secure)
+    with pytest.raises(ConfigError, match=r"levels = \{ restecg = \[\.\.\.\] \}") as e:
+        run_simulation(cfg, write=False)
+    assert dispatched == []  # no prepare task reached an institution
+    for value in ("0", "1", "2", "normal"):  # no value of the column is quoted
+        assert f"'{value}'" not in str(e.value) and f"[{value}" not in str(e.value)
+    with pytest.raises(ConfigError, match=r"\['cp', 'restecg'\].*levels = \{ cp = \[\.\.\.\], "
+                                          r"restecg = \[\.\.\.\] \}"):
+        run_simulation(unchecked(heart(), **secure), write=False)
+    assert dispatched == []
     schema = Schema("num", "binary", ("age",), ("cp", "restecg"), positive_above=0)
     with pytest.raises(ConfigError, match="needs \\[data\\] levels for \\['restecg'\\]"):
         Layout.of(schema, {"cp": ["1"]})
+
+
+def test_a_multiclass_target_without_declared_classes_is_refused():
+    with pytest.raises(ConfigError, match=r"\['num'\].*levels = \{ num = \[\.\.\.\] \}"):
+        cfg = load_config(HEART)
+        raw = cfg.model_dump(exclude={"base_dir"})
+        raw["data"].update(task="multiclass", positive_above=None, levels=LEVELS)
+        raw["aggregation"].update(SECAGG)
+        parse_config(raw, cfg.base_dir)
+
+
+def test_ckks_sums_the_statistics_with_secagg_too(monkeypatch):
+    """CKKS fit rounds; the prepare stage masks with SecAgg (everyone's neighbour, a
+    majority threshold), so no institution's statistics leave it in the clear."""
+    _, pre, _, seen, _ = run(heart({"secure": "ckks"}, LEVELS, rounds=1), monkeypatch)
+    monkeypatch.undo()
+    _, plain_pre, _, _, _ = run(heart(rounds=1), monkeypatch)
+    assert seen and not any(r.error for r in seen)
+    assert not any("statistics" in r.payload for r in seen)
+    assert sum(r.update is not None for r in seen) == 4  # four masked vectors
+    assert pre.levels == plain_pre.levels and pre.classes == plain_pre.classes
+    for column in pre.means:
+        assert pre.means[column] == pytest.approx(plain_pre.means[column], abs=1e-6)
+
+
+def test_ckks_with_too_few_institutions_for_secagg_is_refused():
+    from fedsilo.engine.secure_prepare import with_threshold
+
+    config = {"secure": {"protocol": {"threshold": None, "neighbours": None, "seed": 1}}}
+    assert with_threshold(config, 4)["secure"]["protocol"]["threshold"] == 2
+    assert with_threshold(config, 7)["secure"]["protocol"]["threshold"] == 4
+    with pytest.raises(ConfigError, match="at least 3 institutions, 2 available"):
+        with_threshold(config, 2)
 
 
 def test_limbs_carry_large_sums_exactly_enough():

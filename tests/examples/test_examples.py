@@ -52,5 +52,6 @@ def test_heart_disease_with_secure_aggregation_keeps_accuracy(secure):
     plain = run_simulation(cfg, write=False).final["accuracy"]
     safe_cfg = cfg.model_copy(update={"aggregation": cfg.aggregation.model_copy(update=secure)})
     safe = run_simulation(safe_cfg, write=False)
-    assert abs(safe.final["accuracy"] - plain) <= 0.005
+    # CKKS: the decryption is flooded (noise ~2^-8 of the largest sum per block): ~1 point
+    assert abs(safe.final["accuracy"] - plain) <= (0.01 if secure["secure"] == "ckks" else 0.005)
     assert "aborted" not in safe.history.events[-1].metrics

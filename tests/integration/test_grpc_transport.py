@@ -150,11 +150,14 @@ def test_secure_aggregation_over_grpc_matches_simulation(kits, transport, tmp_pa
     assert_same_params(deployed, simulated)
 
 
-def test_ckks_over_grpc_with_provisioned_keys(tmp_path):
+def test_ckks_over_grpc_with_per_round_keys(tmp_path):
+    """No CKKS key is provisioned: the key holder makes one per round; every party signs and
+    checks with its kit identity (client.key, client.pem, ca.pem)."""
+    from fedsilo.aggregation.secure.identity import kit_keys
+
     root = tmp_path / "ckks-kits"
-    provision(Project("heart", "localhost", tuple(FILES), ckks=True), root)
-    assert (root / "server" / "ckks.public").is_file()
-    assert not (root / "server" / "ckks.secret").exists()  # the server never holds it
+    provision(Project("heart", "localhost", tuple(FILES)), root)
+    assert not list(root.rglob("ckks.*"))  # no kit holds a CKKS key
     server = GrpcServerTransport("127.0.0.1:0", Gatekeeper.from_kit(root / "server"),
                                  server_credentials(root / "server"))
     try:
@@ -162,7 +165,7 @@ def test_ckks_over_grpc_with_provisioned_keys(tmp_path):
             path = HEART / "data" / f"processed.{FILES[n]}.data"
             inst = Institution(n, lambda read, p=path: read_table(p, read.get("columns"),
                                                                   read.get("na_values")),
-                               keys={"ckks": (root / n / "ckks.secret").read_bytes()})
+                               keys=kit_keys(root / n))
             start(root, server, n, inst.handle)
         assert len(server.wait_for_clients(4, 600)) == 4
         cfg = load_config(heart_config(tmp_path, rounds=2, compare=False))
@@ -172,13 +175,14 @@ def test_ckks_over_grpc_with_provisioned_keys(tmp_path):
         deployed = run_session(cfg, server, build_schema(cfg, pd.DataFrame(columns=d.columns)),
                                "ckks", timeout=600,
                                read={"columns": d.columns, "na_values": d.na_values},
-                               keys={"ckks": (root / "server" / "ckks.public").read_bytes()})
+                               keys=kit_keys(root / "server"))
     finally:
         server.close(0.5)
     plain = run_simulation(cfg.model_copy(update={"aggregation": cfg.aggregation.model_copy(
         update={"secure": "none"})}), write=False)
-    for name, value in plain.history.params.items():
-        np.testing.assert_allclose(deployed.history.params[name], value, atol=1e-5)
+    assert all("aborted" not in e.metrics for e in deployed.history.events)
+    for name, value in plain.history.params.items():  # up to the flooding noise (ckks.py)
+        np.testing.assert_allclose(deployed.history.params[name], value, atol=5e-2)
 
 
 @pytest.mark.parametrize("strategy", [{"name": "scaffold"},

@@ -15,6 +15,7 @@ from fedsilo.client.policy import FILENAME, SitePolicy
 from fedsilo.config.build import build_schema
 from fedsilo.config.schema import load_config, parse_config
 from fedsilo.data.loading import read_table
+from fedsilo.errors import AggregationError, FedsiloError
 from fedsilo.session import run_session
 from fedsilo.transport.grpc.provision import Project, provision
 from fedsilo.transport.inprocess import InProcessTransport
@@ -61,24 +62,19 @@ def test_provisioned_kits_hold_a_safe_policy_the_institution_can_edit(tmp_path):
 
 def test_plaintext_task_refused_over_grpc_and_recorded_by_the_server(tmp_path, transport,
                                                                       kits):
-    """Attack: the server switches the run to plaintext updates. Every institution's kit
-    policy (the default, secagg+) refuses the fit before training; the server records the
-    reason and the model never moves."""
+    """Attack: the server switches the run to plaintext. Every institution's kit policy (the
+    default, secagg+) refuses its first task, the prepare stage's statistics in the clear,
+    before reading its data; the server records the reasons and no round starts."""
     for n in NAMES:
         start(kits, transport, n, institution(n, SitePolicy.load(kits / n / FILENAME)).handle)
     assert len(transport.wait_for_clients(4, 600)) == 4
-    result = session(tmp_path, transport)
-    reasons = refusals(result)
-    assert len(reasons) == 4 * 2
-    assert all("policy_refused" in r and "site policy requires secagg+, task asks for none"
-               in r for r in reasons)
-    assert all(not e.participants and "aborted" in e.metrics for e in result.history.events)
+    with pytest.raises(AggregationError, match="0 institutions sent statistics") as e:
+        session(tmp_path, transport)
+    assert str(e.value).count("site policy requires secagg+, the preprocessing task asks for "
+                              "its statistics in the clear") == 4
 
 
 @pytest.mark.parametrize(("policy", "sections", "rule"), [
-    ({"secure": "secagg+", "min_threshold": 3},
-     {"aggregation": {"secure": "secagg+", "threshold": 2}},
-     "requires a SecAgg+ threshold of at least 3, task asks for 2"),
     ({"secure": "none"},
      {"privacy": {"mode": "central", "deterministic_noise": True}},
      "refuses deterministic_noise"),
@@ -101,6 +97,44 @@ def test_weaker_tasks_are_refused_naming_the_rule(tmp_path, policy, sections, ru
     result = session(tmp_path, transport, **sections)
     reasons = refusals(result)
     assert reasons and all(rule in r for r in reasons), reasons
+
+
+def test_a_clear_prepare_task_is_refused_by_a_policy_that_requires_secagg(tmp_path, caplog):
+    """Attack: the server runs in the clear to learn each institution's statistics. An
+    institution whose policy requires secagg+ refuses the prepare task before reading its
+    data, naming the rule, and takes no part; the others (policy none) train."""
+    read: list[str] = []
+    path = HEART / "data" / f"processed.{FILES['cleveland']}.data"
+
+    def table(options):  # type: ignore[no-untyped-def]
+        read.append("cleveland")
+        return read_table(path, options.get("columns"), options.get("na_values"))
+
+    strict = Institution("cleveland", table, policy=SitePolicy.model_validate(
+        {"secure": "secagg+", "evaluation": False}))
+    open_ = SitePolicy.model_validate({"secure": "none"})
+    transport = InProcessTransport({n: strict if n == "cleveland" else institution(n, open_)
+                                    for n in NAMES})
+    result = session(tmp_path, transport)
+    refused = [r.message for r in caplog.records if "refused task" in r.message
+               and "/prepare/" in r.message]
+    assert len(refused) == 1 and "cleveland" in refused[0] and (
+        "site policy requires secagg+, the preprocessing task asks for its statistics in the "
+        "clear (none)" in refused[0]), refused
+    assert read == []  # refused before any work on its data (fit and evaluate too)
+    assert all(e.participants and "cleveland" not in e.participants
+               for e in result.history.events)
+
+
+def test_a_secure_prepare_task_below_the_policy_threshold_is_refused(tmp_path, caplog):
+    site = SitePolicy.model_validate({"secure": "secagg+", "min_threshold": 3})
+    transport = InProcessTransport({n: institution(n, site) for n in NAMES})
+    with pytest.raises(FedsiloError):
+        session(tmp_path, transport, aggregation={"secure": "secagg+", "threshold": 2})
+    refused = [r.message for r in caplog.records if "refused task" in r.message]
+    assert len(refused) == 4 and all(
+        "requires a SecAgg+ threshold of at least 3, the preprocessing task asks for 2" in m
+        for m in refused), refused
 
 
 def test_a_policy_that_allows_the_task_lets_it_train(tmp_path):

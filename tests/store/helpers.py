@@ -111,3 +111,21 @@ def event(rnd: int, evaluation: dict[str, dict[str, float]],
     names = tuple(sorted(evaluation))
     return RoundEvent(rnd, rnd, names, {}, metrics or {}, evaluation, federated or {}, 0.1,
                       {n: "0" * 64 for n in names}, "1" * 64)
+
+
+def signed_by_kits(ev: RoundEvent, run_id: str, kits: Path) -> RoundEvent:
+    """`ev` with each participant's signature of its update digest, made with the key of
+    its startup kit under `kits` (what a deployed institution sends)."""
+    import dataclasses
+
+    from fedsilo.aggregation.secure.identity import Credentials, contribution_message, kit_keys
+    from fedsilo.core.messages import Signed
+
+    signed = {}
+    for name in ev.participants:
+        credentials = Credentials.from_keys(kit_keys(kits / name))
+        assert credentials is not None
+        signer = credentials.signer_for(name)
+        message = contribution_message(run_id, ev.round, name, ev.digests[name])
+        signed[name] = Signed(signer.sign(message).hex(), signer.certificate, ev.round)
+    return dataclasses.replace(ev, signed=signed)

@@ -175,6 +175,7 @@ def test_resume_drops_only_the_rounds_after_its_checkpoint_and_records_the_rest(
 
     from sqlalchemy import text
 
+    from fedsilo.aggregation.secure.identity import SimulatedCA
     from fedsilo.client.institution import Institution
     from fedsilo.config.build import build_schema
     from fedsilo.session import run_session
@@ -197,9 +198,10 @@ def test_resume_drops_only_the_rounds_after_its_checkpoint_and_records_the_rest(
     recorder = unfinished_run(cfg)
     assert recorder.run_id == folder.name and recorder.resume_point().round == 2
     tables = load_tables(cfg)
-    institutions = {n: Institution(n, t) for n, t in sorted(tables.items())}
+    ca = SimulatedCA()  # the restarted institutions sign their updates, as the first ones did
+    institutions = {n: Institution(n, t, keys=ca.keys(n)) for n, t in sorted(tables.items())}
     session = run_session(cfg, InProcessTransport(dict(institutions)),
-                          build_schema(cfg, next(iter(tables.values()))), cfg.run.name,
+                          build_schema(cfg, next(iter(tables.values()))), recorder.run_id,
                           recorder=recorder, resume=True)
     recorder.finish()
     assert [e.round for e in session.history.events] == [3, 4]

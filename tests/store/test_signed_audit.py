@@ -19,7 +19,7 @@ from fedsilo.store import run_store as rs
 from fedsilo.store import signing
 from fedsilo.store.run_store import RunStore
 from fedsilo.store.schema import audit, audit_keys, audit_seal, audit_signatures, rounds, runs
-from tests.store.helpers import event, heart
+from tests.store.helpers import event, heart, signed_by_kits
 
 ROUNDS = 3
 
@@ -88,6 +88,7 @@ def test_a_recorded_run_is_signed_and_sealed(run, capsys):
     out, run_id = run
     v = verdict(out, run_id, folder=out / run_id)
     assert v.ok and v.rounds == ROUNDS and "sealed: finished" in v.detail
+    assert f"{4 * ROUNDS} of {4 * ROUNDS} updates signed by the institutions" in v.detail
     stored = RunStore(out).engine.connect().execute(select(audit_keys.c.certificate)).scalar()
     assert (out / run_id / signing.RUN_CERT).read_text() == stored  # the key's anchor
     seal = json.loads((out / run_id / signing.SEAL_COPY).read_text())
@@ -190,12 +191,14 @@ def test_the_server_kit_key_signs_and_the_project_ca_certifies_it(tmp_path, caps
     assert signer is not None and signer.origin == "kit"
     store.use_signer("r", signer)
     store.start_run("r", "r", {"run": {"rounds": 2}}, "sync", "fedavg", "accuracy")
-    for rnd in (1, 2):
-        store.record("r", event(rnd, {"a": {"accuracy": 0.5}, "b": {"accuracy": 0.6}}))
+    for rnd in (1, 2):  # each institution signs its update with its own kit key
+        store.record("r", signed_by_kits(
+            event(rnd, {"a": {"accuracy": 0.5}, "b": {"accuracy": 0.6}}), "r", kits))
     store.finish("r")
     ca = (kits / "server" / "ca.pem").read_bytes()
     v = store.verify("r", ca=ca)
     assert v.ok and "issued by the project CA" in v.detail
+    assert "4 of 4 updates signed by the institutions that sent them" in v.detail
     assert main(["audit", "verify", "r", "--store", str(tmp_path / "db"),
                  "--kit", str(kits / "a")]) == 0
     assert not store.verify("r", ca=(other / "server" / "ca.pem").read_bytes()).ok

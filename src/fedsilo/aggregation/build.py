@@ -20,8 +20,8 @@ def build_aggregator(spec: Mapping[str, Any], keys: Mapping[str, bytes] | None =
     sum being PlainSum or, with "secure", a secure sum (weights applied before masking).
     {"layer": "median" | "trimmed_mean" | "krum" | "multikrum", ...} -> a robust rule instead
     of the mean. "norm_bound": M wraps either in server-side norm bounding.
-    `keys` is local key material that never travels in a spec (the CKKS context; SecAgg+'s
-    identity: ca.pem, client.key, client.pem)."""
+    `keys` is local key material that never travels in a spec (the identity that signs
+    SecAgg+ keys and CKKS packages: ca.pem, client.key, client.pem)."""
     layer = spec.get("layer", "mean")
     if layer not in ("mean", *ROBUST_RULES):
         raise ConfigError(f"aggregator layer '{layer}' is unknown; known: "
@@ -118,10 +118,8 @@ def build_sum(secure: Mapping[str, Any] | None, keys: Mapping[str, bytes]) -> La
     if protocol == "ckks":
         from fedsilo.aggregation.secure.ckks import CKKSSum
 
-        if "ckks" not in keys:
-            raise ConfigError("aggregation.secure = 'ckks' needs the consortium's CKKS key "
-                              "(provision the project with ckks = true)")
-        return CKKSSum(keys["ckks"])
+        # keys: identity material only; each round's CKKS key is made by an institution
+        return CKKSSum(int(secure.get("min_contributors", 2)), keys)
     if protocol in ("secagg+", "secagg"):
         from fedsilo.aggregation.secure.fixedpoint import FixedPoint
         from fedsilo.aggregation.secure.secaggplus import SecAggPlus

@@ -23,7 +23,7 @@ from fedsilo.aggregation.base import Accumulator, Layer
 from fedsilo.algorithms.admission import Admission
 from fedsilo.algorithms.base import Rejection, expected_reply, fold_into
 from fedsilo.algorithms.staleness import Staleness
-from fedsilo.core.messages import Reply, Task, TaskKind
+from fedsilo.core.messages import Reply, Signed, Task, TaskKind
 from fedsilo.core.params import Params, ParamSpec, check_like, global_norm, spec_of
 from fedsilo.core.rng import derive_seed
 from fedsilo.errors import ConfigError, MalformedUpdate, ProtocolError, StaleUpdate, WrongRound
@@ -56,6 +56,7 @@ class Buffer:
     client_metrics: list[Mapping[str, float]] = field(default_factory=list)
     num_examples: list[int] = field(default_factory=list)
     digests: dict[str, str] = field(default_factory=dict)
+    signed: dict[str, Signed] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

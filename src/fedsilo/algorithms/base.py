@@ -19,7 +19,7 @@ from fedsilo.aggregation.base import Accumulator, Layer
 from fedsilo.aggregation.mean import WEIGHT_KEY
 from fedsilo.algorithms.admission import Admission
 from fedsilo.algorithms.sampling import Stragglers, UniformSampler
-from fedsilo.core.messages import Reply, ReplySpec, Task, TaskKind
+from fedsilo.core.messages import Reply, ReplySpec, Signed, Task, TaskKind
 from fedsilo.core.params import Params, ParamSpec, check_like, global_norm, spec_of
 from fedsilo.core.rng import derive_seed
 from fedsilo.errors import (
@@ -162,10 +162,26 @@ class OpenRound:
     client_metrics: dict[str, Mapping[str, float]] = field(default_factory=dict)
     num_examples: dict[str, int] = field(default_factory=dict)
     digests: dict[str, str] = field(default_factory=dict)  # audit: each accepted update
+    signed: dict[str, Signed] = field(default_factory=dict)  # audit: institutions' signatures
 
     @property
     def answered(self) -> set[str]:
         return set(self.received) | {r.client_id for r in self.rejected}
+
+
+class Witnessed(Protocol):
+    """What keeps the audit record of accepted updates (an open round, a buffer)."""
+
+    digests: dict[str, str]
+    signed: dict[str, Signed]
+
+
+def witness(record: Witnessed, key: str, reply: Reply, fingerprint: str) -> None:
+    """Keep an accepted update's digest and its institution's signature under `key`."""
+    record.digests[key] = fingerprint
+    signed = Signed.of(reply.payload, reply.round)
+    if signed is not None:
+        record.signed[key] = signed
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     cli.add_argument("--data", type=Path, required=True, help="this institution's CSV")
     cli.add_argument("--address", help="server host:port (default from the kit)")
     cli.add_argument("--name", help="claimed identity (only with --insecure)")
+    cli.add_argument("--receipts", type=Path, default=None,
+                     help="file to keep the server's signed receipts of our updates in "
+                          "(JSON lines; default: KIT/receipts.jsonl); check them with "
+                          "`fedsilo audit verify RUN --receipts FILE`")
     cli.add_argument("--give-up-after", type=float, default=None,
                      help="stop retrying after this many seconds without the server")
     for p in (srv, cli):
@@ -99,7 +103,9 @@ def server_cmd(args: argparse.Namespace, console: Console) -> int:
     gate = Gatekeeper.from_kit(args.kit, insecure=args.insecure)
     creds = None if args.insecure else server_credentials(args.kit)
     address = args.address or f"0.0.0.0:{info.get('port', 8443)}"
-    transport = GrpcServerTransport(address, gate, creds, digests=cfg.store.enabled)
+    trust, receipt = (None, None) if args.insecure else _witness(args.kit)
+    transport = GrpcServerTransport(address, gate, creds, digests=cfg.store.enabled,
+                                    trust=trust, receipt=receipt)
     console.print(f"fedsilo server '{cfg.run.name}' listening on {address} "
                   f"(port {transport.port}), {'insecure' if args.insecure else 'mutual TLS'}")
     _on_sigterm(lambda signum, frame: _raise_exit(signum, frame))
@@ -126,7 +132,7 @@ def server_cmd(args: argparse.Namespace, console: Console) -> int:
                                   read={"columns": d.columns, "na_values": d.na_values},
                                   listener=lambda ev: _print_round(console, ev),
                                   timeout=cfg.run.round_timeout or 300.0,
-                                  keys=_kit_keys(args.kit, "ckks.public"), recorder=recorder,
+                                  keys=_kit_keys(args.kit), recorder=recorder,
                                   resume=args.resume)
         except FedsiloError:  # a refused run is over, not resumable (a signal or crash is)
             recorder.finish("failed")
@@ -141,6 +147,20 @@ def server_cmd(args: argparse.Namespace, console: Console) -> int:
         return 143
     finally:
         transport.close()
+
+
+def _witness(kit: Path) -> tuple[Any, Any]:
+    """What the server checks and signs for each update: the project CA (institutions'
+    signatures) and its receipts, signed with the kit's server.key."""
+    from fedsilo.aggregation.secure.identity import Trust
+    from fedsilo.store.contributions import make_receipt
+    from fedsilo.store.signing import kit_signer
+
+    signer = kit_signer(kit)
+    if signer is None:
+        raise ConfigError(f"server kit {kit}: no server.key / server.pem to sign receipts")
+    trust = Trust((Path(kit) / "ca.pem").read_bytes())
+    return trust, lambda run, rnd, who, sha: make_receipt(signer, run, rnd, who, sha)
 
 
 def _recorder(cfg: Any, schema: Any, resume: bool, console: Console, kit: Path) -> Any:
@@ -162,13 +182,16 @@ def _recorder(cfg: Any, schema: Any, resume: bool, console: Console, kit: Path) 
     return recorder
 
 
-def _kit_keys(kit: Path, filename: str) -> dict[str, bytes]:
-    """Local key material from a kit: the CKKS context, if the project has it, and the
-    identity that signs and checks SecAgg+ keys (client.key, client.pem, ca.pem)."""
+def _kit_keys(kit: Path) -> dict[str, bytes]:
+    """A kit's identity material (client.key, client.pem, ca.pem): it signs and checks
+    updates, SecAgg+ keys and CKKS packages. CKKS keys are made per round by an institution;
+    a CKKS key file an old kit still holds is not read, and its keeper is told to delete it."""
     from fedsilo.aggregation.secure.identity import kit_keys
 
-    path = Path(kit) / filename
-    return {**kit_keys(kit), **({"ckks": path.read_bytes()} if path.is_file() else {})}
+    for stale in sorted(Path(kit).glob("ckks.*")):
+        log.warning("%s: not used (CKKS keys are now made per round by the institutions); "
+                    "delete it", stale)
+    return kit_keys(kit)
 
 
 def _raise_exit(signum: int, frame: FrameType | None) -> None:
@@ -197,6 +220,7 @@ def client_cmd(args: argparse.Namespace, console: Console) -> int:
     from fedsilo.client.institution import Institution
     from fedsilo.client.policy import FILENAME as POLICY
     from fedsilo.client.policy import SitePolicy
+    from fedsilo.client.receipts import ReceiptBook
     from fedsilo.data.loading import read_table
     from fedsilo.transport.grpc.client import run_institution
     from fedsilo.transport.grpc.tls import client_credentials, kit_info
@@ -224,11 +248,12 @@ def client_cmd(args: argparse.Namespace, console: Console) -> int:
     console.print(f"site policy {args.kit / POLICY}: requires {policy.secure}"
                   + (f", ε ≤ {policy.max_epsilon}" if policy.max_epsilon else ""),
                   highlight=False)
-    institution = Institution(name, table, keys=_kit_keys(args.kit, "ckks.secret"),
-                              policy=policy)
+    institution = Institution(name, table, keys=_kit_keys(args.kit), policy=policy)
+    book = ReceiptBook(args.receipts or args.kit / "receipts.jsonl")
     answered = run_institution(address, institution.handle,
                                None if args.insecure else client_credentials(args.kit),
-                               name=name, stop=stop, give_up_after=args.give_up_after)
+                               name=name, stop=stop, give_up_after=args.give_up_after,
+                               on_receipt=book.keep)
     console.print(f"institution '{name}': {answered} tasks answered in "
                   f"{time.monotonic() - start:.1f} s; done")
     return 0

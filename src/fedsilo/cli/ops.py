@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from fedsilo.store.run_store import RunStore
 
 DEFAULT_STORE = "results"
 
@@ -24,6 +28,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         help="the run's results folder (default: STORE/RUN when --store is a "
                              "results folder or a .db file): its audit.pem and model.npz are "
                              "checked against the trail")
+    verify.add_argument("--receipts", type=Path, default=None,
+                        help="an institution's receipts file (fedsilo client --receipts): "
+                             "every update the server acknowledged must be in the trail")
     board = sub.add_parser("dashboard", help="serve the runs dashboard on localhost")
     board.add_argument("--port", type=int, default=8050,
                        help="TCP port to serve on (default: 8050)")
@@ -50,7 +57,10 @@ def audit_cmd(args: argparse.Namespace, console: Console) -> int:
             raise ConfigError(f"--kit {args.kit}: no ca.pem (the project CA) in it")
         ca = path.read_bytes()
     folder = args.folder if args.folder is not None else _run_folder(args.store, args.run)
-    verdict = RunStore(args.store, create=False).verify(args.run, ca, folder)
+    store = RunStore(args.store, create=False)
+    verdict = store.verify(args.run, ca, folder)
+    if verdict.ok and args.receipts is not None:
+        return _check_receipts(store, args, ca, console)
     if verdict.ok:
         console.print(f"audit trail of {escape(args.run)}: OK, {verdict.rounds} rounds "
                       f"chained, {verdict.detail}", highlight=False)
@@ -59,6 +69,32 @@ def audit_cmd(args: argparse.Namespace, console: Console) -> int:
     console.print(f"[bold red]audit trail of {escape(args.run)} is BROKEN{where}:[/] "
                   f"{escape(verdict.problem)}", highlight=False)
     return 1
+
+
+def _check_receipts(store: RunStore, args: argparse.Namespace, ca: bytes | None,
+                    console: Console) -> int:
+    """The trail (already verified) against an institution's receipts: exit 1 on any
+    receipt it contradicts."""
+    from rich.markup import escape
+
+    from fedsilo.errors import ConfigError
+    from fedsilo.store.contributions import read_receipts
+
+    if not args.receipts.is_file():
+        raise ConfigError(f"--receipts {args.receipts}: no such file")
+    receipts = read_receipts(args.receipts.read_text().splitlines())
+    problems, checked = store.check_receipts(args.run, receipts, ca)
+    if not checked and not problems:
+        raise ConfigError(f"--receipts {args.receipts}: no receipt of run {args.run} in it")
+    for problem in problems:
+        console.print(f"[bold red]receipt contradicts the trail:[/] {escape(problem)}",
+                      highlight=False)
+    if problems:
+        return 1
+    console.print(f"audit trail of {escape(args.run)}: OK, and it records all {checked} "
+                  f"updates the server acknowledged in {escape(str(args.receipts))}",
+                  highlight=False)
+    return 0
 
 
 def _run_folder(store: str, run: str) -> Path | None:

@@ -12,15 +12,17 @@ import dataclasses
 import json
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 
 from fedsilo.aggregation.build import build_aggregator
+from fedsilo.aggregation.secure.identity import Credentials, Signer, contribution_message
 from fedsilo.client.client import Client
 from fedsilo.client.factory import ModelCache, make_trainer
 from fedsilo.client.policy import PolicyRefused, SitePolicy
-from fedsilo.core.messages import ErrorInfo, Reply, Task, TaskKind
+from fedsilo.core.messages import ErrorInfo, Reply, Signed, Task, TaskKind
+from fedsilo.core.params import digest
 from fedsilo.data.prepare import InstitutionSplit, local_data, split_institutions
 from fedsilo.data.preprocessing import LocalStatistics, Preprocessor
 from fedsilo.data.schema import Schema
@@ -36,7 +38,8 @@ class Institution:
         table: its rows, or a function of the server's read options returning them.
         models: where torch models come from (simulation shares one cache).
         split: a fixed train/test split, instead of splitting `table` (pooled reference).
-        keys: local key material that never travels (the consortium's CKKS secret context).
+        keys: local key material that never travels: its identity (client.key, client.pem,
+            ca.pem), which signs every update it sends and its secure-aggregation keys.
         policy: the institution's site policy; every task is checked against it before any
             work (None: no checks, as in a simulation where one party plays everyone).
     """
@@ -53,6 +56,7 @@ class Institution:
         self._models = models or ModelCache()
         self._splits: dict[str, InstitutionSplit] = {}
         self._clients: dict[str, Client] = {}
+        self._signer: Signer | Literal[False] | None = None  # False: it holds no identity key
 
     def handle(self, task: Task) -> Reply:
         if task.kind is TaskKind.PREPARE:
@@ -63,18 +67,40 @@ class Institution:
         except FedsiloError as e:
             return self._refusal(task, ErrorInfo(e.code, str(e)))
         reply = client.handle(task)
+        if task.kind is TaskKind.FIT and reply.ok:
+            reply = self._signed(task, reply)
         if self.policy is not None and task.kind is TaskKind.FIT and reply.ok:
             self._trained[task.run_id] = self._trained.get(task.run_id, 0) + 1
         if self.policy is not None and task.kind is TaskKind.EVALUATE:
             reply = dataclasses.replace(reply, metrics=self.policy.allowed_metrics(reply.metrics))
         return reply
 
+    def _signed(self, task: Task, reply: Reply) -> Reply:
+        """The reply with this institution's signature of (run, round, name, SHA-256 of the
+        update), when it holds an identity key (a kit's client.key; a simulation's)."""
+        if reply.update is None:
+            return reply
+        if self._signer is None:
+            credentials = Credentials.from_keys(self._keys)
+            self._signer = (credentials.signer_for(self.name)
+                            if credentials is not None and credentials.signer is not None
+                            else False)
+        if self._signer is False:
+            return reply
+        sha = digest(reply.update)
+        signature = self._signer.sign(contribution_message(task.run_id, task.round, self.name,
+                                                            sha))
+        signed = Signed(signature.hex(), self._signer.certificate)
+        return dataclasses.replace(reply, digest=sha,
+                                   payload={**reply.payload, **signed.to_payload()})
+
     def _check_policy(self, task: Task) -> None:
         """Refuse (and log here) a task the site policy does not allow."""
         if self.policy is None:
             return
         try:
-            if task.kind is TaskKind.PREPARE:
+            if task.kind is TaskKind.PREPARE:  # protection first, before reading the data
+                self.policy.check_prepare_protection(task.config.get("secure"))
                 train = self.split(task.config).train
                 categorical = _data_settings(task.config)[1].categorical
                 self.policy.check_prepare({c: int(train[c].nunique()) for c in categorical

@@ -103,6 +103,27 @@ class SitePolicy(BaseModel):
         self._check_protection(spec)
         self._check_privacy(spec.get("privacy"), config.get("dp_local"), answered + 1, name)
 
+    def check_prepare_protection(self, secure: Mapping[str, Any] | None) -> None:
+        """Refuse a prepare task weaker than this policy, before any work: a policy that
+        requires secure aggregation (secagg+ or ckks) refuses statistics in the clear
+        (`secure`: the task's secure-preprocessing spec, None or empty for the clear
+        prepare); a secure prepare task (SecAgg, also in a CKKS run) needs a threshold of at
+        least min_threshold."""
+        if not secure:
+            if self.secure != "none":
+                raise PolicyRefused(f"site policy requires {self.secure}, the preprocessing "
+                                    f"task asks for its statistics in the clear (none)")
+            return
+        protocol = secure.get("protocol") if isinstance(secure, Mapping) else None
+        try:
+            threshold = int((protocol or {}).get("threshold") or 0)
+        except (TypeError, ValueError):
+            threshold = 0
+        if threshold < self.min_threshold:
+            raise PolicyRefused(f"site policy requires a SecAgg+ threshold of at least "
+                                f"{self.min_threshold}, the preprocessing task asks for "
+                                f"{threshold}")
+
     def check_prepare(self, levels: Mapping[str, int]) -> None:
         """Refuse to share category sets the policy does not allow: `levels` maps each column
         the run treats as categorical to how many distinct values this institution has."""

@@ -3,6 +3,8 @@ the section, the key, the value found and what was expected."""
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -98,6 +100,14 @@ class DataSection(_Section):
         if len(set(names)) != len(names):
             raise ValueError(f"institution names must be unique, got {names}")
         return self
+
+    def missing_levels(self) -> list[str]:
+        """The columns whose vocabulary secure preprocessing needs and `levels` lacks: every
+        categorical column, and a classification target without positive_above."""
+        need = list(self.categorical)
+        if self.task != "regression" and self.positive_above is None:
+            need.append(self.target)
+        return [c for c in dict.fromkeys(need) if c not in (self.levels or {})]
 
     def declared_institutions(self) -> int | None:
         """How many institutions the config names; None when only the data tells."""
@@ -321,6 +331,9 @@ class RunConfig(_Section):
         if self.attack.fraction and self.aggregation.secure != "none":
             raise ValueError("[attack] poisons plain updates; it cannot run with secure "
                              "aggregation")
+        missing = self.data.missing_levels()
+        if self.aggregation.secure != "none" and missing:
+            raise ValueError(levels_needed(self.aggregation.secure, missing))
         return self
 
     def _async_fits(self) -> None:
@@ -377,6 +390,19 @@ class RunConfig(_Section):
         """A data path from the config, relative to the config file's folder."""
         p = Path(path)
         return p if p.is_absolute() else self.base_dir / p
+
+
+def levels_needed(secure: str, missing: list[str]) -> str:
+    """Why a secure run without declared levels is refused, and the TOML line to add (column
+    names only: the server never sees, and never quotes, an institution's values)."""
+    keys = ", ".join(f"{_toml_key(c)} = [...]" for c in missing)
+    return (f"aggregation.secure = '{secure}' sums the preprocessing statistics securely and "
+            f"needs the levels of {missing} declared (otherwise each institution's categories "
+            f"would leave it in the clear); add to [data]: levels = {{ {keys} }}")
+
+
+def _toml_key(name: str) -> str:
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
 
 
 def _format(err: ValidationError, source: str) -> str:

@@ -63,6 +63,33 @@ class ErrorInfo:
 
 
 @dataclass(frozen=True)
+class Signed:
+    """An institution's signature (hex) of an update it sent for task round `round`, and
+    its certificate (PEM)."""
+
+    signature: str
+    certificate: str
+    round: int = 0
+
+    MAX_CHARS = 8192  # a certificate of a few KiB; a signature of at most 132 bytes
+
+    @classmethod
+    def of(cls, payload: Mapping[str, Any], round: int = 0) -> Signed | None:
+        """The signature a reply's payload carries, or None (absent or not two short texts)."""
+        raw = payload.get("signed")
+        if not isinstance(raw, Mapping):
+            return None
+        sig, cert = raw.get("signature"), raw.get("certificate")
+        if not (isinstance(sig, str) and isinstance(cert, str)
+                and 0 < len(sig) <= 264 and 0 < len(cert) <= cls.MAX_CHARS):
+            return None
+        return cls(sig, cert, round)
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"signed": {"signature": self.signature, "certificate": self.certificate}}
+
+
+@dataclass(frozen=True)
 class Reply:
     """An institution's answer to a Task.
 

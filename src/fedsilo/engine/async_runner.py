@@ -8,6 +8,7 @@ carry the simulated time (`clock.time`) and the staleness of the updates it appl
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import logging
 import time
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 from fedsilo.algorithms.admission import Admission
 from fedsilo.algorithms.asynchronous import AsyncState, AsyncStrategy
-from fedsilo.algorithms.base import Rejection, ServerState, judge_evaluation
+from fedsilo.algorithms.base import Rejection, ServerState, judge_evaluation, witness
 from fedsilo.core.messages import Reply, Task, TaskKind
 from fedsilo.core.params import Params, digest
 from fedsilo.engine.clock import VirtualClock, examples_processed
@@ -84,7 +85,7 @@ class _Run:
         if self.settings.audit and rejection is None:
             key = reply.client_id if reply.client_id not in self.buffer.digests else (
                 f"{reply.client_id}#{len(self.buffer.received)}")  # twice in one buffer
-            self.buffer.digests[key] = fingerprint
+            witness(self.buffer, key, reply, fingerprint)
         if rejection is not None:
             log.warning("version %d: rejected %s: [%s] %s", self.state.version,
                         rejection.client_id, rejection.code, rejection.reason)
@@ -105,7 +106,8 @@ class _Run:
             metrics={**metrics, "clock": {"time": now}}, evaluation=evaluation,
             federated=weighted_mean(list(evaluation.values()), sizes),
             seconds=time.perf_counter() - self.started, digests=dict(buffer.digests),
-            model_digest=digest(self.state.params) if self.settings.audit else ""))
+            model_digest=digest(self.state.params) if self.settings.audit else "",
+            signed=dict(buffer.signed)))
 
 
 def _eval_tasks(run: _Run, params: Params, version: int, clients: list[str]) -> list[Task]:
@@ -260,7 +262,6 @@ def _final_evaluation(run: _Run, transport: ServerTransport, open_tasks: dict[st
     if run.events:
         evaluation, sizes = collect_evaluation(replies, run.strategy.admission)
         last = run.events[-1]
-        run.events[-1] = RoundEvent(last.round, last.version, last.participants, last.rejected,
-                                    last.metrics, evaluation,
-                                    weighted_mean(list(evaluation.values()), sizes),
-                                    last.seconds, last.digests, last.model_digest)
+        run.events[-1] = dataclasses.replace(
+            last, evaluation=evaluation,
+            federated=weighted_mean(list(evaluation.values()), sizes))

@@ -6,6 +6,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fedsilo.core.messages import Signed
+
 
 @dataclass(frozen=True)
 class RoundEvent:
@@ -21,6 +23,7 @@ class RoundEvent:
     seconds: float = 0.0
     digests: Mapping[str, str] = field(default_factory=dict)  # SHA-256 of each update received
     model_digest: str = ""                                     # SHA-256 of the global model
+    signed: Mapping[str, Signed] = field(default_factory=dict)  # institutions' signatures
 
 
 Listener = Callable[[RoundEvent], None]

@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from fedsilo.aggregation.base import find_staged
-from fedsilo.algorithms.base import OpenRound, ServerState, Strategy
+from fedsilo.algorithms.base import OpenRound, ServerState, Strategy, witness
 from fedsilo.algorithms.staleness import Staleness
 from fedsilo.core.messages import Reply
 from fedsilo.core.params import Params, digest
@@ -91,7 +91,7 @@ def run_secure_fedbuff(strategy: Strategy, transport: InProcessTransport, initia
         group = groups[g]
         fingerprint = reply.fingerprint() if settings.audit else ""  # before a layer reuses it
         if strategy.accept(group.open_round, reply) is None and settings.audit:
-            group.open_round.digests[reply.client_id] = fingerprint
+            witness(group.open_round, reply.client_id, reply, fingerprint)
         group.pending -= 1
         if group.pending == 0:
             state = _commit(strategy, staged, transport, state, groups.pop(g), settings, now,
@@ -129,5 +129,5 @@ def _commit(strategy: Strategy, staged: object, transport: InProcessTransport,
                  "staleness": {"mean": float(tau), "max": float(tau), "weight": weight}},
         evaluation=evaluation, federated=weighted_mean(list(evaluation.values()), sizes),
         seconds=time.perf_counter() - started, digests=dict(r.digests),
-        model_digest=digest(state.params) if settings.audit else ""))
+        model_digest=digest(state.params) if settings.audit else "", signed=dict(r.signed)))
     return state

@@ -10,6 +10,9 @@ institution (DataError naming the column, never the label). The vector is split 
 limbs (x = hi · 2^32 + lo, hi integral, 0 <= lo < 2^32), encoded in fixed point (2^-16, |limb|
 <= 2^36: values up to 2^68, 2,047 institutions) and summed with the run's SecAgg+ protocol
 (aggregation/secure/secaggplus.py: advertise, share, masked input, unmask), as PREPARE tasks.
+A CKKS run sums them the same way (SecAgg, everyone's neighbour; its masking is independent
+of the fit rounds' protocol). Secure aggregation without declared levels is refused before
+any task is sent (`prepare_spec`): a secure run never sends statistics in the clear.
 
 What the server learns: each institution's training and test row counts (in the clear: they
 weight the rounds and bound the example counts it may claim later, algorithms/admission.py),
@@ -33,7 +36,7 @@ from fedsilo.aggregation.secure.fixedpoint import FixedPoint
 from fedsilo.aggregation.secure.secaggplus import SecAggPlus
 from fedsilo.algorithms.admission import Admission
 from fedsilo.algorithms.base import Rejection
-from fedsilo.client.policy import PolicyRefused
+from fedsilo.config.schema import levels_needed
 from fedsilo.core.messages import Reply, ReplySpec, Task, TaskKind
 from fedsilo.core.params import ArraySpec
 from fedsilo.core.rng import derive_seed
@@ -165,10 +168,8 @@ def respond(institution: Any, task: Task, split: Callable[[], Any],
     runs = _STATE.setdefault(institution, {})
     if step == "advertise":
         policy = getattr(institution, "policy", None)
-        threshold = int(spec["protocol"]["threshold"])
-        if policy is not None and threshold < policy.min_threshold:
-            raise PolicyRefused(f"site policy requires threshold >= {policy.min_threshold}, "
-                                f"the preprocessing task asks for {threshold}")
+        if policy is not None:  # (Institution._prepare checked it already, before any work)
+            policy.check_prepare_protection(spec)
         part = split()
         schema = Schema.from_dict(task.config["schema"])
         layout = Layout.of(schema, spec["levels"])
@@ -256,11 +257,12 @@ def secure_preprocessing(transport: ServerTransport, config: Mapping[str, Any], 
             SecureAggregationAborted): too few institutions took part to the end.
     """
     schema = Schema.from_dict(config["schema"])
+    cohort = sorted(transport.clients())
+    config = with_threshold(config, len(cohort))
     spec = config["secure"]
     layout = Layout.of(schema, spec["levels"])
     sum_layer = layer(spec["protocol"], keys)
     acc: Accumulator = sum_layer.zero({NAME: ArraySpec((2 * layout.size,), np.dtype(np.float64))})
-    cohort = sorted(transport.clients())
     sum_layer.begin(acc, 0, int(spec["protocol"].get("seed", 0)), cohort)
     ex = _Exchange(transport, config, run_id, timeout, [])
     fraction = float(config["split"]["test_fraction"])
@@ -321,22 +323,51 @@ def secure_preprocessing(transport: ServerTransport, config: Mapping[str, Any], 
     return Preprocessor.from_statistics(merged, schema, classes), admission
 
 
+SECURE = ("secagg+", "secagg", "ckks")
+
+
 def prepare_spec(aggregation: Any, data: Any, seed: int, schema: Schema) -> dict[str, Any] | None:
     """What the prepare tasks carry to run secure preprocessing (None: preprocessing in the
-    clear): for [aggregation] secure = "secagg+" / "secagg", with the run's threshold and
-    neighbours and the declared [data] levels."""
-    if aggregation.secure not in ("secagg+", "secagg"):
+    clear, for secure = "none" only): for [aggregation] secure = "secagg+" / "secagg", the
+    run's threshold and neighbours; for "ckks" (whose fit rounds encrypt, but whose
+    statistics are summed with SecAgg, everyone's neighbour) the run's threshold if it sets
+    one, else a majority of the cohort (`with_threshold`); and the declared [data] levels.
+
+    Raises:
+        ConfigError: secure aggregation without the levels of a categorical column (or of a
+            classification target without positive_above): refused before any task is
+            sent, naming the columns and the TOML line to add, never a value.
+    """
+    if aggregation.secure not in SECURE:
         return None
     vocabulary = dict(data.levels or {})
     missing = missing_vocabulary(schema, vocabulary)
     if missing:
-        log.warning("secure aggregation without [data] levels for %s: federated "
-                    "preprocessing sends each institution's statistics in the clear", missing)
-        return None
+        raise ConfigError(levels_needed(aggregation.secure, missing))
     neighbours = aggregation.neighbours if aggregation.secure == "secagg+" else None
     return {"protocol": {"threshold": aggregation.threshold, "neighbours": neighbours,
                          "seed": derive_seed(seed, 0, "secure-preprocessing")},
             "levels": {c: [_label(v) for v in vocabulary[c]] for c in vocabulary}}
+
+
+def with_threshold(config: Mapping[str, Any], cohort: int) -> Mapping[str, Any]:
+    """`config` with a SecAgg threshold for a protocol that left it open (a CKKS run that
+    sets none): a majority of each institution's neighbourhood, at least 2.
+
+    Raises:
+        ConfigError: fewer than 3 institutions (a threshold of 2 needs 3): the statistics
+            cannot be summed securely, and a secure run never sends them in the clear.
+    """
+    protocol = config["secure"]["protocol"]
+    if protocol.get("threshold") is not None:
+        return config
+    if cohort < 3:
+        raise ConfigError(f"secure preprocessing sums the statistics with SecAgg, which needs "
+                          f"at least 3 institutions, {cohort} available (a secure run never "
+                          f"sends them in the clear)")
+    threshold = max(2, (cohort - 1) // 2 + 1)
+    return {**config, "secure": {**config["secure"],
+                                 "protocol": {**protocol, "threshold": threshold}}}
 
 
 def _label(v: object) -> str:

@@ -9,7 +9,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fedsilo.aggregation.base import find_staged
-from fedsilo.algorithms.base import OpenRound, ServerState, Strategy, judge_evaluation
+from fedsilo.algorithms.base import (
+    OpenRound,
+    ServerState,
+    Strategy,
+    judge_evaluation,
+    witness,
+)
 from fedsilo.core.messages import Task
 from fedsilo.core.params import Params, digest
 from fedsilo.engine.events import EventBus, RoundEvent
@@ -96,7 +102,8 @@ def _one_round(strategy: Strategy, transport: ServerTransport, state: ServerStat
         metrics=metrics, evaluation=evaluation,
         federated=weighted_mean(list(evaluation.values()), sizes),
         seconds=time.perf_counter() - start, digests=dict(open_round.digests),
-        model_digest=digest(state.params) if settings.audit else ""))
+        model_digest=digest(state.params) if settings.audit else "",
+        signed=dict(open_round.signed)))
     return state
 
 
@@ -108,7 +115,7 @@ def _collect(strategy: Strategy, transport: ServerTransport, tasks: list[Task],
         fingerprint = reply.fingerprint() if audit else ""
         rejection = strategy.accept(open_round, reply)  # a layer may reuse the arrays after
         if audit and rejection is None:
-            open_round.digests[reply.client_id] = fingerprint
+            witness(open_round, reply.client_id, reply, fingerprint)
         transport.acknowledge(reply, rejection)
         if rejection is not None:
             log.warning("round %d: rejected %s: [%s] %s", open_round.round,

@@ -71,7 +71,7 @@ def run_simulation(cfg: RunConfig, phase: PhaseListener | None = None, write: bo
     for name, table in tables.items():  # what each institution checks, before a run starts
         check_table(table, schema, name)
     models = ModelCache()
-    secret, public = _keys(cfg, sorted(tables))
+    secret, public = _keys(cfg, sorted(tables), signed=write)
     institutions = {n: Institution(n, t, models, keys=secret[n])
                     for n, t in sorted(tables.items())}
     handlers: dict[str, Handler] = dict(institutions)
@@ -84,7 +84,8 @@ def run_simulation(cfg: RunConfig, phase: PhaseListener | None = None, write: bo
 
         recorder = start_run(cfg, PRIMARY[schema.task])
     try:
-        session = run_session(cfg, InProcessTransport(handlers), schema, cfg.run.name,
+        run_id = recorder.run_id if recorder is not None else cfg.run.name
+        session = run_session(cfg, InProcessTransport(handlers), schema, run_id,
                               listener=phase("federated", cfg.run.rounds), keys=public,
                               recorder=recorder)
         comparison = _compare(cfg, institutions, session, phase) if cfg.run.compare else None
@@ -101,17 +102,13 @@ def run_simulation(cfg: RunConfig, phase: PhaseListener | None = None, write: bo
     return result
 
 
-def _keys(cfg: RunConfig, names: list[str]) -> tuple[dict[str, dict[str, bytes]],
-                                                    dict[str, bytes]]:
-    """Key material a simulation makes up front, only for the protocol that uses it: per
-    institution, its secret part (the CKKS secret context; for SecAgg+, its identity key and
-    certificate that sign its advertised keys), and the server's public part."""
-    if cfg.aggregation.secure == "ckks":
-        from fedsilo.aggregation.secure.ckks import new_keys
-
-        context, public = new_keys()
-        return {n: {"ckks": context} for n in names}, {"ckks": public}
-    if cfg.aggregation.secure in ("secagg+", "secagg"):
+def _keys(cfg: RunConfig, names: list[str], signed: bool) -> tuple[dict[str, dict[str, bytes]],
+                                                                  dict[str, bytes]]:
+    """Key material a simulation makes up front, only where it is used: per institution, its
+    identity key and certificate (they sign SecAgg+'s advertised keys, CKKS's ciphertext
+    packages and, in a recorded run, every update for the audit trail), and the server's CA
+    certificate. No CKKS key: each round's is made by the key-holding institution."""
+    if signed or cfg.aggregation.secure in ("secagg+", "secagg", "ckks"):
         from fedsilo.aggregation.secure.identity import SimulatedCA
 
         ca = SimulatedCA()

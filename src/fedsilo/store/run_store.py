@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from fedsilo.engine.events import RoundEvent
 from fedsilo.errors import ConfigError
 from fedsilo.store import audit as audit_chain
+from fedsilo.store import contributions as signed_updates
 from fedsilo.store import signing
 from fedsilo.store.disk import disk_error
 from fedsilo.store.redact import redact_config, redact_url
@@ -27,7 +28,9 @@ from fedsilo.store.schema import (
     audit_keys,
     audit_seal,
     audit_signatures,
+    contributions,
     events,
+    identities,
     institution_metrics,
     metadata,
     participation,
@@ -199,12 +202,32 @@ class RunStore:
                 db.execute(insert(participation), rows)
             if values:
                 db.execute(insert(institution_metrics), values)
+            self._record_signed(db, run_id, event)
             digest = audit_chain.chain_hash(prev, entry)
             db.execute(insert(audit).values(run_id=run_id, round=event.round, entry=entry,
                                             prev_hash=prev, hash=digest))
             db.execute(insert(audit_signatures).values(
                 run_id=run_id, round=event.round, signature=signer.sign(run_id, digest)))
         self._keyed.add(run_id)  # committed: the certificate is stored, no need to re-read
+
+    def _record_signed(self, db: Any, run_id: str, event: RoundEvent) -> None:
+        """The institutions' signatures of the round's accepted updates, and each certificate
+        they signed with, once per run."""
+        signed = {c: event.signed[c] for c in sorted(set(event.participants))
+                  if c in event.signed and c in event.digests}
+        if not signed:
+            return
+        certificates = {_digest(s.certificate): s.certificate for s in signed.values()}
+        db.execute(insert(contributions), [
+            {"run_id": run_id, "round": event.round, "institution": fit(c, INSTITUTION),
+             "signed_round": s.round, "signature": s.signature,
+             "certificate": _digest(s.certificate)} for c, s in signed.items()])
+        known = set(db.execute(select(identities.c.sha256).where(
+            identities.c.run_id == run_id)).scalars())
+        new = [{"run_id": run_id, "sha256": sha, "certificate": pem}
+               for sha, pem in certificates.items() if sha not in known]
+        if new:
+            db.execute(insert(identities), new)
 
     def _config(self, db: Any, run_id: str) -> str | None:
         """The run's stored config (JSON text), read once per run."""
@@ -257,7 +280,7 @@ class RunStore:
         """Drop what was recorded after `round` (a resumed run recomputes those rounds)."""
         with self.engine.begin() as db:
             for table in (rounds, participation, institution_metrics, audit,
-                          audit_signatures):
+                          audit_signatures, contributions):
                 db.execute(delete(table).where(table.c.run_id == run_id,
                                                table.c.round > round))
             db.execute(delete(audit_seal).where(audit_seal.c.run_id == run_id))
@@ -353,6 +376,10 @@ class RunStore:
             sigs = {r.round: r.signature for r in db.execute(select(audit_signatures).where(
                 audit_signatures.c.run_id == run_id))}
             seal = db.execute(select(audit_seal).where(audit_seal.c.run_id == run_id)).first()
+            by_institution = {(r.round, r.institution): dict(r._mapping) for r in db.execute(
+                select(contributions).where(contributions.c.run_id == run_id))}
+            certificates = {r.sha256: r.certificate for r in db.execute(
+                select(identities).where(identities.c.run_id == run_id))}
         if len(chain) != len(data["rounds"]):
             return audit_chain.Verdict(False, len(chain), f"{len(data['rounds'])} rounds "
                                        f"recorded but {len(chain)} audit entries")
@@ -372,6 +399,13 @@ class RunStore:
                     False, i, f"round {row['round']}: the server's signature is "
                     f"{'missing' if sig is None else 'not valid'} (the entry was rewritten "
                     f"or re-chained by someone without the server's key)", row["round"])
+        unsigned, bad, good = signed_updates.check_signed(
+            run_id, data["participation"], by_institution, certificates, ca,
+            required=ca is not None or bool(certificates))
+        if unsigned:
+            return audit_chain.Verdict(False, len(chain), unsigned, bad)
+        accepted = sum(1 for p in data["participation"]
+                       if p["status"] == "accepted" and p["update_digest"])
         problem = self._check_seal(run_id, data["status"], chain, seal, key.certificate)
         if not problem and ca is not None:
             problem = signing.issued_by(key.certificate, ca)
@@ -389,7 +423,20 @@ class RunStore:
             sealed = json.loads(seal.entry).get("end")
             end = f"sealed: {sealed}" + (f" (the runs table says {data['status']})"
                                          if sealed != data["status"] else "")
-        return audit_chain.Verdict(True, len(chain), detail=f"signed {anchor}; {end}")
+        return audit_chain.Verdict(True, len(chain), detail=(
+            f"signed {anchor}; {end}; {good} of {accepted} updates signed by the institutions "
+            f"that sent them"))
+
+    def check_receipts(self, run_id: str, receipts: list[dict[str, Any]],
+                       ca: bytes | None = None) -> tuple[list[str], int]:
+        """Whether the trail records every update an institution's receipts acknowledge
+        (`fedsilo.store.contributions.check_receipts`)."""
+        data = self.run(run_id)
+        with self.engine.connect() as db:
+            certificate = db.execute(select(audit_keys.c.certificate).where(
+                audit_keys.c.run_id == run_id)).scalar()
+        return signed_updates.check_receipts(run_id, receipts, data["participation"],
+                                             certificate or "", ca)
 
     @staticmethod
     def _check_seal(run_id: str, status: str, chain: list[dict[str, Any]], seal: Any,

@@ -102,3 +102,20 @@ audit_seal = Table(  # the signed final entry: how the run ended, its rounds, it
     Column("hash", String(64), nullable=False),
     Column("signature", Text, nullable=False),
 )
+
+contributions = Table(  # each accepted update's signature by the institution that sent it
+    "contributions", metadata,
+    Column("run_id", String(200), primary_key=True),
+    Column("round", Integer, primary_key=True),
+    Column("institution", String(200), primary_key=True),
+    Column("signed_round", Integer, nullable=False),     # the task round it signed
+    Column("signature", Text, nullable=False),           # hex
+    Column("certificate", String(64), nullable=False),   # SHA-256 of the signer's PEM
+)
+
+identities = Table(  # the certificates institutions signed their updates with
+    "identities", metadata,
+    Column("run_id", String(200), primary_key=True),
+    Column("sha256", String(64), primary_key=True),
+    Column("certificate", Text, nullable=False),         # PEM
+)

@@ -16,12 +16,11 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 
-from fedsilo.aggregation.secure.identity import Signer
+from fedsilo.aggregation.secure.identity import Signer, signed_by
 from fedsilo.errors import ConfigError
 from fedsilo.store.disk import writing
 
@@ -47,7 +46,11 @@ class AuditSigner:
         self.origin = origin
 
     def sign(self, run_id: str, chain_hash: str) -> str:
-        return self._signer.sign(message(run_id, chain_hash)).hex()
+        return self.sign_bytes(message(run_id, chain_hash))
+
+    def sign_bytes(self, signed: bytes) -> str:
+        """The signature (hex) of `signed`."""
+        return self._signer.sign(signed).hex()
 
 
 def kit_signer(kit: Path) -> AuditSigner | None:
@@ -102,18 +105,16 @@ def new_signer(run_id: str, origin: str) -> AuditSigner:
 
 def check_signature(certificate: str, run_id: str, chain_hash: str, signature: str) -> bool:
     """Whether `signature` (hex) is the certificate's key's signature of the entry."""
+    return verifies(certificate, message(run_id, chain_hash), signature)
+
+
+def verifies(certificate: str, signed: bytes, signature: str) -> bool:
+    """Whether `signature` (hex) is the signature of `signed` by the certificate's key."""
     try:
-        key = x509.load_pem_x509_certificate(certificate.encode()).public_key()
-        sig = bytes.fromhex(signature)
-        if isinstance(key, Ed25519PublicKey):
-            key.verify(sig, message(run_id, chain_hash))
-        elif isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(sig, message(run_id, chain_hash), ec.ECDSA(hashes.SHA256()))
-        else:
-            return False
-    except (ValueError, TypeError, InvalidSignature):
+        cert = x509.load_pem_x509_certificate(certificate.encode())
+        return signed_by(cert, signed, bytes.fromhex(signature))
+    except (ValueError, TypeError):
         return False
-    return True
 
 
 def issued_by(certificate: str, ca_pem: bytes) -> str:

@@ -20,7 +20,6 @@ import torch
 from fedsilo.aggregation.base import find_staged
 from fedsilo.aggregation.build import build_aggregator
 from fedsilo.aggregation.dp.accountant import Accountant
-from fedsilo.aggregation.secure.ckks import new_keys
 from fedsilo.algorithms.fedavg import fedavg
 from fedsilo.algorithms.sampling import UniformSampler, cohort_size
 from fedsilo.client.client import Client
@@ -122,6 +121,7 @@ def dp_config(fraction, min_clients, mode="central", **privacy):
            "privacy": {"mode": mode, "noise_multiplier": 1.0, **privacy}}
     if mode == "distributed":
         raw["aggregation"] = {"secure": "secagg", "threshold": 2}
+        raw["data"]["levels"] = {"y": [0, 1]}  # the classes, summed securely at preparation
     return parse_config(raw, Path("."))
 
 
@@ -193,11 +193,8 @@ def distributed_round(secure, dropped):
     spec = {"layer": "mean", "weighted": False, "secure": SECURE[secure][0],
             "privacy": {"mode": "distributed", "noise_multiplier": 1.0, "clip_norm": 1.0,
                         "delta": 1e-5, "min_contributors": M, "bit_stddev": 0.0}}
-    server: dict[str, bytes] = {}
+    server: dict[str, bytes] = {}  # CKKS: per-round keys; every party uses the simulated CA
     institution: dict[str, bytes] = {}
-    if secure == "ckks":  # the server holds the public context, institutions the secret one
-        secret, public = new_keys()
-        server, institution = {"ckks": public}, {"ckks": secret}
     strategy = dataclasses.replace(fedavg({"epochs": 1, "batch_size": 16, "lr": 0.1}),
                                    aggregator=build_aggregator(spec, server))
     model = build_model("logistic_regression", 6, 1, "binary", seed=3)

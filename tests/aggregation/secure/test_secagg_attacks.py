@@ -106,10 +106,20 @@ class SendsNoUpdate:
                      error=ErrorInfo("client_training_error", "no update"))
 
 
+class TakesNoPart(SendsNoUpdate):
+    """An institution refused from the start: no statistics, no update."""
+
+    def handle(self, task: Task) -> Reply:
+        return Reply(task.task_id, task.client_id, task.round, task.model_version, 0,
+                     error=ErrorInfo("protocol_error", "not one of the consortium"))
+
+
 @functools.cache
-def plain(without: str | None) -> RunHistory:
-    """Plain FedAvg with the same preprocessing, the sum of every update but `without`'s."""
-    return session(False, {}, {}, {without: SendsNoUpdate} if without else None)
+def plain(without: str | None, from_the_start: bool = False) -> RunHistory:
+    """Plain FedAvg with the same preprocessing, the sum of every update but `without`'s
+    (`from_the_start`: it sent no preprocessing statistics either)."""
+    wrapper = TakesNoPart if from_the_start else SendsNoUpdate
+    return session(False, {}, {}, {without: wrapper} if without else None)
 
 
 def assert_same(a: RunHistory, b: RunHistory) -> None:
@@ -493,7 +503,7 @@ def test_provisioned_kits_sign_the_keys_and_a_kit_of_another_project_is_refused(
     event = history.events[0]
     assert event.version == 1 and ROGUE not in event.participants
     assert "is not one the consortium CA issued" in event.rejected[ROGUE]
-    assert_same(history, plain(ROGUE))
+    assert_same(history, plain(ROGUE, from_the_start=True))  # refused at secure preprocessing
 
 
 def test_an_institution_signs_only_under_its_own_certificate_name(tmp_path):

@@ -31,7 +31,33 @@ KEY, CERT, CA = "client.key", "client.pem", "ca.pem"  # names in a kit and in `k
 SigningKey = Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 
 
-def _common_name(cert: x509.Certificate) -> str:
+CONTRIBUTION = b"fedsilo-contribution-v1\n"  # an institution signs what it sent
+RECEIPT = b"fedsilo-receipt-v1\n"            # the server signs what it accepted
+
+
+def contribution_message(run_id: str, round: int, institution: str, digest: str) -> bytes:
+    """What an institution signs for an update it sends (and the server's receipt, with the
+    RECEIPT domain, acknowledges): the run, the round, its name, the update's SHA-256."""
+    return "\n".join([run_id, str(round), institution, digest]).encode()
+
+
+def signed_by(cert: x509.Certificate, message: bytes, signature: bytes) -> bool:
+    """Whether `signature` is the signature of `message` by the key of `cert` (Ed25519 or
+    ECDSA P-256/SHA-256)."""
+    key = cert.public_key()
+    try:
+        if isinstance(key, Ed25519PublicKey):
+            key.verify(signature, message)
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+        else:
+            return False
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+def common_name(cert: x509.Certificate) -> str:
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(names[0].value) if len(names) == 1 else ""
 
@@ -46,7 +72,8 @@ class Trust:
             raise ConfigError(f"secure aggregation: {CA} is not a PEM certificate") from None
         self._issued: dict[str, x509.Certificate] = {}
 
-    def verify(self, name: str, certificate: str, message: bytes, signature: bytes) -> None:
+    def verify(self, name: str, certificate: str, message: bytes, signature: bytes,
+               what: str = "the keys advertised") -> None:
         """Check that `certificate` is the CA's, valid now, for institution `name`, and that
         `signature` is its key's signature of `message`.
 
@@ -54,24 +81,14 @@ class Trust:
             ProtocolError: any of these fails (the reason names which).
         """
         cert = self._certificate(certificate)
-        if _common_name(cert) != name:
+        if common_name(cert) != name:
             raise ProtocolError(f"the certificate sent for '{name}' is issued to "
-                                f"'{_common_name(cert)}'")
+                                f"'{common_name(cert)}'")
         now = dt.datetime.now(dt.timezone.utc)
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
             raise ProtocolError(f"the certificate of '{name}' is expired or not yet valid")
-        key = cert.public_key()
-        try:
-            if isinstance(key, Ed25519PublicKey):
-                key.verify(signature, message)
-            elif isinstance(key, ec.EllipticCurvePublicKey):
-                key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
-            else:
-                raise ProtocolError(f"the certificate of '{name}' holds a {type(key).__name__}"
-                                    f", not an Ed25519 or ECDSA key")
-        except InvalidSignature:
-            raise ProtocolError(f"the keys advertised for '{name}' are not signed by its "
-                                f"certificate's key") from None
+        if not signed_by(cert, message, signature):
+            raise ProtocolError(f"{what} for '{name}' are not signed by its certificate's key")
 
     def _certificate(self, pem: str) -> x509.Certificate:
         cert = self._issued.get(pem)
@@ -88,7 +105,7 @@ class Trust:
         except x509.ExtensionNotFound:
             usage = x509.ExtendedKeyUsage([])
         if ExtendedKeyUsageOID.CLIENT_AUTH not in usage:
-            raise ProtocolError(f"the certificate of '{_common_name(cert)}' is not an "
+            raise ProtocolError(f"the certificate of '{common_name(cert)}' is not an "
                                 f"institution's (no client-auth usage)")
         self._issued[pem] = cert
         return cert
@@ -109,7 +126,7 @@ class Signer:
         if cert.public_key() != key.public_key():
             raise ConfigError(f"secure aggregation: {KEY} is not the key of {CERT}")
         self._key: SigningKey = key
-        self.name = _common_name(cert)
+        self.name = common_name(cert)
         self.certificate = cert_pem.decode()
 
     def sign(self, message: bytes) -> bytes:

@@ -48,13 +48,15 @@ class Backoff:
 def run_institution(address: str, handle: Callable[[Task], Reply],
                     credentials: grpc.ChannelCredentials | None, name: str = "",
                     stop: threading.Event | None = None, wait: float = 20.0,
-                    give_up_after: float | None = None, backoff: Backoff | None = None) -> int:
+                    give_up_after: float | None = None, backoff: Backoff | None = None,
+                    on_receipt: Callable[[Reply, str], None] | None = None) -> int:
     """Serve tasks until the server says the run is over or `stop` is set.
 
     Args:
         credentials: mutual-TLS channel credentials; None only for an explicit insecure run
             (then `name` is sent as the claimed identity).
         give_up_after: seconds of failed reconnection after which to raise TransportError.
+        on_receipt: given the reply and the server's signed receipt of each accepted update.
 
     Returns:
         The number of tasks answered.
@@ -89,7 +91,7 @@ def run_institution(address: str, handle: Callable[[Task], Reply],
                     return answered
                 if kind == "task":
                     _answer(stub, handle(serde.task_from(meta, arrays)), metadata, backoff,
-                            stop)
+                            stop, on_receipt)
                     answered += 1
         except grpc.RpcError as e:
             code = e.code()  # type: ignore[attr-defined]
@@ -161,7 +163,8 @@ def _raw(frame: bytes) -> bytes:
 
 
 def _answer(stub: Stub, reply: Reply, metadata: list[tuple[str, str]], backoff: Backoff,
-            stop: threading.Event) -> None:
+            stop: threading.Event,
+            on_receipt: Callable[[Reply, str], None] | None = None) -> None:
     while True:
         try:
             ack = stub.Push(serde.encode("reply", serde.reply_meta(reply), reply.update),
@@ -173,5 +176,7 @@ def _answer(stub: Stub, reply: Reply, metadata: list[tuple[str, str]], backoff: 
                 raise
     if ack.accepted:
         log.info("task %s: reply accepted", reply.task_id)
+        if ack.receipt and on_receipt is not None:
+            on_receipt(reply, ack.receipt)
     else:
         log.warning("task %s: reply refused: [%s] %s", reply.task_id, ack.code, ack.reason)

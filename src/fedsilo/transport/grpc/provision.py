@@ -3,9 +3,10 @@ key per institution, written as startup kits (after NVFlare's provisioning).
 
 ```
 OUT/ca/            ca.pem, ca.key            the CA key stays with the project admin
-OUT/server/        ca.pem, server.pem, server.key, crl.pem, project.json [, ckks.public]
-OUT/<institution>/ ca.pem, client.pem, client.key, project.json, policy.toml [, ckks.secret]
+OUT/server/        ca.pem, server.pem, server.key, crl.pem, project.json
+OUT/<institution>/ ca.pem, client.pem, client.key, project.json, policy.toml
 ```
+No CKKS key is provisioned: each round's is made by an institution (aggregation/secure/ckks.py).
 An institution's identity is the common name of its certificate. Revoking adds the
 certificate's serial number to the CA-signed revocation list the server checks.
 """
@@ -45,7 +46,6 @@ class Project:
     institutions: tuple[str, ...]
     valid_days: int = 365
     port: int = 8443
-    ckks: bool = False
     policy: Mapping[str, Any] = field(default_factory=dict)  # overrides of the safe defaults
 
     @classmethod
@@ -62,6 +62,10 @@ class Project:
         unknown = set(raw) - {"name", "server", "port", "institutions", "valid_days", "ckks"}
         if unknown:
             raise ConfigError(f"{p}: unknown key(s) {sorted(unknown)} in [project]")
+        if raw.get("ckks"):
+            raise ConfigError(f"{p}: 'ckks = true' is no longer supported: CKKS keys are now "
+                              f"made per round by the institutions, nothing to provision "
+                              f"(remove the line; aggregation.secure = 'ckks' needs no key)")
         insts = tuple(raw.get("institutions", ()))
         bad = [n for n in insts if not isinstance(n, str) or not NAME.match(n)]
         if not insts or bad or len(set(insts)) != len(insts):
@@ -69,7 +73,7 @@ class Project:
                               f"'.', '_', '-' (got {list(insts)})")
         return cls(str(raw.get("name", "fedsilo")), str(raw.get("server", "localhost")),
                    insts, int(raw.get("valid_days", 365)), int(raw.get("port", 8443)),
-                   bool(raw.get("ckks", False)), dict(document.get("policy", {})))
+                   dict(document.get("policy", {})))
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -174,13 +178,6 @@ def provision(project: Project, out: str | Path) -> Path:
         if who != "server":
             write_policy(kit, project.policy)
     _write(root / "server" / "crl.pem", write_crl(ca_key, ca, []))
-    if project.ckks:  # the consortium's CKKS key: secret to institutions, public to server
-        from fedsilo.aggregation.secure.ckks import new_keys
-
-        secret, public = new_keys()
-        _write(root / "server" / "ckks.public", public)
-        for name in project.institutions:
-            _write(root / name / "ckks.secret", secret, secret=True)
     return root
 
 

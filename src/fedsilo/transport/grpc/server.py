@@ -23,15 +23,23 @@ import queue
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from fedsilo.core.messages import Reply, Task
+from fedsilo.aggregation.secure.identity import Trust, contribution_message
+from fedsilo.core.messages import Reply, Signed, Task
 from fedsilo.core.params import digest
-from fedsilo.errors import AuthenticationError, FedsiloError, UnknownClient, WrongRound
+from fedsilo.errors import (
+    AuthenticationError,
+    FedsiloError,
+    MalformedUpdate,
+    ProtocolError,
+    UnknownClient,
+    WrongRound,
+)
 from fedsilo.transport import serde
 from fedsilo.transport.grpc import fedsilo_pb2 as pb
 from fedsilo.transport.grpc.fairness import FairShare, Limits
@@ -63,18 +71,25 @@ class GrpcServerTransport:
             thread, so that the round loop does not pay for it.
         workers: threads receiving Pushes (None: one per project institution, plus 8).
         limits: what one institution may take of the server (see fairness.Limits).
+        trust: the project CA: every update must carry its institution's signature of (run,
+            round, name, SHA-256), by the key of a certificate the CA issued to that name.
+        receipt: makes the signed receipt of an accepted update (run, round, institution,
+            SHA-256), returned to the institution with the acknowledgement.
     """
 
     def __init__(self, address: str, gatekeeper: Gatekeeper,
                  credentials: grpc.ServerCredentials | None, liveness: float = 10.0,
                  workers: int | None = None, digests: bool = False,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, trust: Trust | None = None,
+                 receipt: Callable[[str, int, str, str], str] | None = None) -> None:
         if credentials is None and not gatekeeper.insecure:
             raise AuthenticationError("no TLS credentials: pass a kit, or run insecure "
                                       "explicitly")
         self.gatekeeper = gatekeeper
         self.liveness = liveness
-        self.digests = digests
+        self.digests = digests or trust is not None or receipt is not None
+        self.trust = trust
+        self.receipt = receipt
         self._cond = threading.Condition()
         self._queues: dict[str, deque[Task]] = defaultdict(deque)
         self._outstanding: dict[str, Task] = {}
@@ -265,9 +280,31 @@ class GrpcServerTransport:
                              f"closed, never asked, or already answered)")
         return task
 
+    def witnessed(self, name: str, reply: Reply, run_id: str) -> Reply:
+        """The reply with its update's SHA-256 (in this handler thread, in parallel), its
+        signature checked.
+
+        Raises:
+            MalformedUpdate: the update is not signed by `name`'s certificate's key.
+        """
+        if not self.digests or reply.update is None:
+            return reply
+        reply = dataclasses.replace(reply, digest=digest(reply.update))
+        if self.trust is None:
+            return reply
+        signed = Signed.of(reply.payload)
+        if signed is None:
+            raise MalformedUpdate(f"the update of '{name}' carries no signature (each "
+                                  f"institution signs its updates with its kit key)")
+        try:
+            self.trust.verify(name, signed.certificate,
+                              contribution_message(run_id, reply.round, name, reply.digest),
+                              bytes.fromhex(signed.signature), what="the update")
+        except (ProtocolError, ValueError) as e:
+            raise MalformedUpdate(f"the update of '{name}': {e}") from None
+        return reply
+
     def _receive(self, name: str, reply: Reply) -> Future[Rejection | None]:
-        if self.digests and reply.update is not None:  # in this handler thread, in parallel
-            reply = dataclasses.replace(reply, digest=digest(reply.update))
         with self._cond:
             self._seen[name] = time.monotonic()
             task = self._open(name, reply.task_id)
@@ -353,9 +390,13 @@ class _Servicer:
     def _reply(self, name: str, request_iterator: Iterator[Any]) -> Any:
         """Receive `name`'s reply; answer with the strategy's verdict."""
         gate = ReplyGate(self.t, name)  # the manifest vs the open task, before allocating
+        run_id = ""
         try:
             _, meta, arrays = serde.decode(request_iterator, gate.expect)
-            future = self.t._receive(name, serde.reply_from(meta, arrays, name))
+            reply = serde.reply_from(meta, arrays, name)
+            run_id = gate.task.run_id if gate.task is not None else ""
+            reply = self.t.witnessed(name, reply, run_id)
+            future = self.t._receive(name, reply)
         except FedsiloError as e:
             log.warning("refused a reply from %s: [%s] %s", name, e.code, e)
             refused = gate.refuse(e)  # recorded against its open task: the round goes on
@@ -367,7 +408,9 @@ class _Servicer:
         except TimeoutError:
             return pb.Ack(accepted=True, code="received", reason="received; not yet validated")
         if rejection is None:
-            return pb.Ack(accepted=True)
+            receipt = (self.t.receipt(run_id, reply.round, name, reply.digest)
+                       if self.t.receipt is not None and reply.digest else "")
+            return pb.Ack(accepted=True, receipt=receipt)
         return pb.Ack(accepted=False, code=rejection.code, reason=rejection.reason)
 
     def _admit(self, context: Any, method: str) -> tuple[str, Any, str]:
