@@ -272,3 +272,14 @@ def test_server_resume_with_a_tampered_checkpoint_is_exit_2(tmp_path, capsys, mo
     assert code == 2 and "is not the model the audit trail signed for round 2" in text_out
     assert "Traceback" not in text_out
     assert RunStore(out).verify(folder.name).ok  # nothing recorded was touched
+
+
+def test_a_simulated_attacker_signs_what_it_sends(tmp_path):
+    """A poisoning institution of a simulation is a member holding a valid key: it signs
+    its poisoned update, so the trail verifies and records the update it really sent."""
+    cfg = heart(tmp_path, rounds=2)
+    cfg = cfg.model_copy(update={"attack": cfg.attack.model_copy(update={
+        "fraction": 0.25, "kind": "sign_flip"})})
+    folder = run_simulation(cfg).output_dir
+    v = verdict(tmp_path, folder.name, folder=folder)
+    assert v.ok and "8 of 8 updates signed by the institutions" in v.detail, v

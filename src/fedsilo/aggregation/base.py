@@ -12,11 +12,17 @@ A layer has a client half and a server half:
 `encoded_spec(spec)` tells the server what a valid client contribution looks like, so the
 strategy can validate names, shapes, dtypes and finiteness before accumulating.
 Wrappers take an `inner` layer of the same interface.
+
+Side values: a client work may send values besides the model update (FedNova's a_i, SCAFFOLD's
+Δc_i). They travel in the same dict, so they are weighted and (securely) summed like the
+update, but the layers that change the update itself (DP clipping and noise) leave them
+alone: the institution names them in its context (`declare_aux`), the server in the
+accumulator (`Accumulator.aux`, set when a round opens).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -30,6 +36,27 @@ class Accumulator:
     sums: Params
     count: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    aux: frozenset[str] = frozenset()  # side values: summed, never clipped nor noised
+
+
+AUX_CONTEXT = "aux"  # an institution's context: the names of its update's side values
+
+
+def declare_aux(context: dict[str, Any], names: Iterable[str]) -> None:
+    """Tell the client half of a stack which entries of this round's update are side values."""
+    context[AUX_CONTEXT] = frozenset(names)
+
+
+def aux_of(context: Mapping[str, Any]) -> frozenset[str]:
+    """The side values declared in an institution's context (none if not declared)."""
+    return frozenset(context.get(AUX_CONTEXT, ()))
+
+
+def open_accumulator(layer: Layer, spec: ParamSpec, aux: ParamSpec) -> Accumulator:
+    """`layer`'s accumulator for updates of `spec` plus the side values `aux`."""
+    acc = layer.zero({**spec, **aux})
+    acc.aux = frozenset(aux)
+    return acc
 
 
 class Layer(Protocol):

@@ -48,6 +48,12 @@ class WeightedMean(Delegating):
         """The weight of a contribution of `num_examples` examples."""
         return float(num_examples) if self.weighted else 1.0
 
+    def carries_weight_of(self, encoded: Params, num_examples: int) -> bool:
+        """Whether a contribution carries the weight `num_examples` gives (True if it carries
+        none in the clear, e.g. under a secure sum)."""
+        sent = encoded.get(WEIGHT_KEY)
+        return sent is None or (sent.shape == (1,) and float(sent[0]) == self.weight(num_examples))
+
     def zero(self, spec: ParamSpec) -> Accumulator:
         return self.inner.zero({**spec, WEIGHT_KEY: ArraySpec((1,), np.dtype(np.float64))})
 
@@ -59,6 +65,12 @@ class WeightedMean(Delegating):
         mean = {n: np.divide(s, total, out=s, casting="unsafe")  # in place: one model in memory
                 for n, s in sums.items() if n != WEIGHT_KEY}
         return state, mean, {**metrics, "total_weight": total}
+
+
+def rescaled(encoded: Params, factor: float) -> Params:
+    """An encoded contribution times `factor`, its weight entry unchanged."""
+    return {n: a if n == WEIGHT_KEY else (a * factor).astype(a.dtype)
+            for n, a in encoded.items()}
 
 
 def find_mean(layer: Any) -> WeightedMean | None:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from fedsilo.aggregation.base import Accumulator, Delegating, Layer, ServerOnly
-from fedsilo.aggregation.mean import WEIGHT_KEY
+from fedsilo.aggregation.mean import WEIGHT_KEY, rescaled
 from fedsilo.core.params import Params, ParamSpec
 from fedsilo.errors import AggregationError, ConfigError
 
@@ -68,12 +68,6 @@ def raw_norm(encoded: Params) -> float:
     weight = float(encoded[WEIGHT_KEY][0]) if WEIGHT_KEY in encoded else 1.0
     return float(np.sqrt(sum(float(np.vdot(a, a)) for n, a in encoded.items()
                              if n != WEIGHT_KEY))) / weight
-
-
-def rescaled(encoded: Params, factor: float) -> Params:
-    """The update times `factor`, its weight entry unchanged."""
-    return {n: a if n == WEIGHT_KEY else (a * factor).astype(a.dtype)
-            for n, a in encoded.items()}
 
 
 class CoordinateMedian(_KeepsAll):

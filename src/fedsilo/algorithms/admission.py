@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from fedsilo.aggregation.base import Layer, find_staged
-from fedsilo.aggregation.mean import WEIGHT_KEY, find_mean
+from fedsilo.aggregation.mean import find_mean
 from fedsilo.core.messages import Reply
 from fedsilo.errors import MalformedUpdate, ProtocolError
 
@@ -81,11 +81,9 @@ class Admission:
         check_metrics(reply.metrics, who)
         n = _count(reply, self.train_rows, "training", who)
         mean = find_mean(aggregator)
-        if (mean is None or reply.update is None or WEIGHT_KEY not in reply.update
-                or find_staged(aggregator) is not None):  # no weight, or a secure sum hides it
-            return
-        sent = reply.update[WEIGHT_KEY]
-        if sent.shape != (1,) or float(sent[0]) != mean.weight(n):
+        if mean is None or reply.update is None or find_staged(aggregator) is not None:
+            return  # no weight, or a secure sum hides it
+        if not mean.carries_weight_of(reply.update, n):
             raise MalformedUpdate(f"{who}: its aggregation weight is not the one its example "
                                   f"count gives")
 

@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from fedsilo.aggregation.base import Accumulator, Layer
-from fedsilo.aggregation.mean import WEIGHT_KEY
+from fedsilo.aggregation.base import Accumulator, Layer, open_accumulator
+from fedsilo.aggregation.mean import rescaled
 from fedsilo.algorithms.admission import Admission
 from fedsilo.algorithms.sampling import Stragglers, UniformSampler
 from fedsilo.core.messages import Reply, ReplySpec, Signed, Task, TaskKind
@@ -55,7 +55,9 @@ class WorkRule(Protocol):
 
     def task_params(self, state: Any, params: Params) -> Params: ...
 
-    def update_spec(self, spec: ParamSpec) -> ParamSpec: ...
+    def aux_spec(self, spec: ParamSpec) -> ParamSpec: ...  # side values a reply carries
+
+    def update_spec(self, spec: ParamSpec) -> ParamSpec: ...  # the update and the side values
 
     def apply(self, state: Any, aggregate: Params, participants: int,
               population: int) -> tuple[Params, Any, dict[str, float]]: ...
@@ -73,8 +75,12 @@ class PlainWork:
     def task_params(self, state: Any, params: Params) -> Params:
         return params
 
+    def aux_spec(self, spec: ParamSpec) -> ParamSpec:
+        """The side values replies carry besides the model update: none."""
+        return {}
+
     def update_spec(self, spec: ParamSpec) -> ParamSpec:
-        return spec
+        return {**spec, **self.aux_spec(spec)}
 
     def apply(self, state: Any, aggregate: Params, participants: int,
               population: int) -> tuple[Params, Any, dict[str, float]]:
@@ -136,10 +142,7 @@ def fold_into(aggregator: Layer, acc: Accumulator, reply: Reply,
     if reply.error is not None:
         return Rejection.of(reply)
     assert reply.update is not None
-    update = reply.update
-    if scale != 1.0:
-        update = {n: a if n == WEIGHT_KEY else (a * scale).astype(a.dtype)
-                  for n, a in update.items()}
+    update = reply.update if scale == 1.0 else rescaled(reply.update, scale)
     try:
         aggregator.accumulate(acc, update)
     except ProtocolError as e:
@@ -212,13 +215,15 @@ class Strategy:
         if self.stragglers is not None:
             configs = self.stragglers.apply(configs, round, seed)
         params = self.work.task_params(state.work_state, state.params)
-        update_spec = self.work.update_spec(spec_of(state.params))
+        model_spec = spec_of(state.params)
+        update_spec = self.work.update_spec(model_spec)
         encoded = self.aggregator.encoded_spec(update_spec)
         expects = expected_reply(encoded, update_spec)
         tasks = [Task(run_id, round, state.version, TaskKind.FIT, cid, params, c, layer_cfg,
                       expects) for cid, c in configs.items()]
-        return tasks, OpenRound(round, state.version, frozenset(configs), encoded,
-                                self.aggregator.zero(update_spec), len(available))
+        acc = open_accumulator(self.aggregator, model_spec, self.work.aux_spec(model_spec))
+        return tasks, OpenRound(round, state.version, frozenset(configs), encoded, acc,
+                                len(available))
 
     def accept(self, open_round: OpenRound, reply: Reply) -> Rejection | None:
         """Validate a reply and fold it into the accumulator, or say why not."""

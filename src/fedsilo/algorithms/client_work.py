@@ -111,6 +111,16 @@ CLIENT_WORKS: dict[str, ClientWork] = {"local_training": local_training, "gradie
                                        "scaffold": scaffold, "fednova": fednova}
 
 
+# per work: the prefix of the side values its replies carry besides the model update
+AUX_PREFIXES: dict[str, str] = {"scaffold": CONTROL, "fednova": NOVA_TAU}
+
+
+def aux_names(work: str, update: Params) -> frozenset[str]:
+    """The entries of `work`'s `update` that are side values, not the model update."""
+    prefix = AUX_PREFIXES.get(work)
+    return frozenset(n for n in update if prefix is not None and n.startswith(prefix))
+
+
 def get_client_work(name: str) -> ClientWork:
     try:
         return CLIENT_WORKS[name]

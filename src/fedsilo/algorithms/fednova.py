@@ -29,8 +29,9 @@ class NovaWork(PlainWork):
 
     name: str = "fednova"
 
-    def update_spec(self, spec: ParamSpec) -> ParamSpec:
-        return {**spec, NOVA_TAU: ArraySpec((1,), np.dtype(np.float64))}
+    def aux_spec(self, spec: ParamSpec) -> ParamSpec:
+        """a_i: summed with the update's weights, never clipped nor noised by DP."""
+        return {NOVA_TAU: ArraySpec((1,), np.dtype(np.float64))}
 
     def apply(self, state: Any, aggregate: Params, participants: int,
               population: int) -> tuple[Params, Any, dict[str, float]]:

@@ -36,8 +36,12 @@ class ScaffoldWork:
     def task_params(self, state: Params, params: Params) -> Params:
         return {**params, **prefixed(state, CONTROL)}
 
+    def aux_spec(self, spec: ParamSpec) -> ParamSpec:
+        """Δc_i: averaged like the update, never clipped nor noised by DP."""
+        return {CONTROL + n: a for n, a in spec.items()}
+
     def update_spec(self, spec: ParamSpec) -> ParamSpec:
-        return {**spec, **{CONTROL + n: a for n, a in spec.items()}}
+        return {**spec, **self.aux_spec(spec)}
 
     def apply(self, state: Params, aggregate: Params, participants: int,
               population: int) -> tuple[Params, Params, dict[str, float]]:

@@ -10,8 +10,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from fedsilo.aggregation.base import Layer, find_staged
-from fedsilo.algorithms.client_work import get_client_work
+from fedsilo.aggregation.base import Layer, declare_aux, find_staged
+from fedsilo.algorithms.client_work import aux_names, get_client_work
 from fedsilo.algorithms.personalization import ditto_round, personal_metrics
 from fedsilo.client.trainer import Trainer
 from fedsilo.core.messages import ErrorInfo, Reply, Task, TaskKind
@@ -45,14 +45,17 @@ class Client:
                 return self._evaluate(task)
             if task.kind is TaskKind.STAGE:
                 return self._stage(task)
-            work = get_client_work(str(task.config.get("work", "local_training")))
+            name = str(task.config.get("work", "local_training"))
+            work = get_client_work(name)
             rng = generator(int(task.config.get("seed", 0)), task.round, self.client_id, "fit")
             update, n, metrics = work(self.trainer, task.params, dict(task.config), rng,
                                       self.state)
             if task.config.get("ditto"):
                 metrics = {**metrics, **ditto_round(self.trainer, task.params, task.config,
                                                     rng, self.state)}
-            encoded = self.encoder.encode(update, n, task.layer_config, self.context(task.round))
+            context = self.context(task.round)
+            declare_aux(context, aux_names(name, update))
+            encoded = self.encoder.encode(update, n, task.layer_config, context)
             return self._reply(task, n, update=encoded, metrics=metrics)
         except FedsiloError as e:
             return self._reply(task, 0, error=ErrorInfo(e.code, str(e)))

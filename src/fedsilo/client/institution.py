@@ -68,14 +68,14 @@ class Institution:
             return self._refusal(task, ErrorInfo(e.code, str(e)))
         reply = client.handle(task)
         if task.kind is TaskKind.FIT and reply.ok:
-            reply = self._signed(task, reply)
+            reply = self.signed(task, reply)
         if self.policy is not None and task.kind is TaskKind.FIT and reply.ok:
             self._trained[task.run_id] = self._trained.get(task.run_id, 0) + 1
         if self.policy is not None and task.kind is TaskKind.EVALUATE:
             reply = dataclasses.replace(reply, metrics=self.policy.allowed_metrics(reply.metrics))
         return reply
 
-    def _signed(self, task: Task, reply: Reply) -> Reply:
+    def signed(self, task: Task, reply: Reply) -> Reply:
         """The reply with this institution's signature of (run, round, name, SHA-256 of the
         update), when it holds an identity key (a kit's client.key; a simulation's)."""
         if reply.update is None:
@@ -91,8 +91,7 @@ class Institution:
         signature = self._signer.sign(contribution_message(task.run_id, task.round, self.name,
                                                             sha))
         signed = Signed(signature.hex(), self._signer.certificate)
-        return dataclasses.replace(reply, digest=sha,
-                                   payload={**reply.payload, **signed.to_payload()})
+        return dataclasses.replace(reply, payload={**reply.payload, **signed.to_payload()})
 
     def _check_policy(self, task: Task) -> None:
         """Refuse (and log here) a task the site policy does not allow."""

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 from fedsilo.core.messages import Reply
+from fedsilo.core.params import digest
 from fedsilo.store.disk import writing
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,8 @@ class ReceiptBook:
         if not isinstance(facts, dict):
             log.warning("task %s: the server's receipt is not JSON; not kept", reply.task_id)
             return
-        if facts.get("digest") != reply.digest or facts.get("institution") != reply.client_id:
+        sent = digest(reply.update) if reply.update is not None else ""
+        if facts.get("digest") != sent or facts.get("institution") != reply.client_id:
             log.warning("task %s: the server's receipt does not acknowledge the update we sent "
                         "(another digest or institution); kept as evidence", reply.task_id)
         with self._lock, self.path.open("a") as f:

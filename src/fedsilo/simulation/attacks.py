@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from fedsilo.aggregation.mean import WEIGHT_KEY
+from fedsilo.aggregation.mean import rescaled
 from fedsilo.core.messages import Reply, Task, TaskKind
 from fedsilo.core.rng import generator
 from fedsilo.errors import ConfigError
@@ -37,9 +37,9 @@ class Attacker:
         reply = self.inner.handle(task)
         if task.kind is not TaskKind.FIT or reply.update is None:
             return reply
-        poisoned = {n: a if n == WEIGHT_KEY else (a * self.factor).astype(a.dtype)
-                    for n, a in reply.update.items()}
-        return dataclasses.replace(reply, update=poisoned)
+        poisoned = dataclasses.replace(reply, update=rescaled(reply.update, self.factor))
+        sign = getattr(self.inner, "signed", None)  # it signs what it sends, as a member would
+        return sign(task, poisoned) if sign is not None else poisoned
 
 
 def with_attackers(institutions: Mapping[str, Handler], fraction: float, kind: str,

@@ -2,6 +2,9 @@
 noise or masking), with a fixed norm or the adaptive quantile method of Andrew et al.,
 "Differentially Private Learning with Adaptive Clipping", NeurIPS 2021.
 
+Only the model update is clipped: the side values a client work declares (`declare_aux`) pass
+unchanged, and do not count in the norm.
+
 Adaptive: each institution also sends the bit 1[‖Δ‖ ≤ C]; the (noised) mean of the bits b̄
 moves the norm geometrically towards the target quantile γ: C ← C · exp(−η (b̄ − γ)).
 """
@@ -14,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from fedsilo.aggregation.base import Accumulator, Layer
+from fedsilo.aggregation.base import Accumulator, Layer, aux_of
 from fedsilo.core.params import ArraySpec, Params, ParamSpec, global_norm
 from fedsilo.errors import ConfigError
 
@@ -55,9 +58,11 @@ class Clip:
     def encode(self, update: Params, num_examples: int, config: Mapping[str, Any],
                context: dict[str, Any]) -> Params:
         bound = float(config.get("clip_norm", self.norm))
-        norm = global_norm(update)
+        aux = aux_of(context)
+        norm = global_norm({n: a for n, a in update.items() if n not in aux})
         factor = min(1.0, bound / norm) if norm > 0 else 1.0
-        clipped = {n: (a * factor).astype(a.dtype, copy=False) for n, a in update.items()}
+        clipped = {n: a if n in aux else (a * factor).astype(a.dtype, copy=False)
+                   for n, a in update.items()}
         if self.adaptive:
             clipped[CLIP_BIT] = np.array([1.0 if norm <= bound else 0.0])
         return self.inner.encode(clipped, num_examples, config, context)
@@ -73,8 +78,8 @@ class Clip:
 
     def finalize(self, state: Any, acc: Accumulator) -> tuple[Any, Params, dict[str, float]]:
         norm = state["norm"]
-        acc.extra["clip_norm"] = norm  # the noise below scales with this round's norm
-        inner_state, out, metrics = self.inner.finalize(state["inner"], acc)
+        inner_state, out, metrics = self.inner.finalize(with_clip_norm(state["inner"], norm),
+                                                        acc)
         metrics = {**metrics, "clip_norm": norm}
         if self.adaptive:
             assert self.target_quantile is not None
@@ -82,3 +87,9 @@ class Clip:
             norm = norm * math.exp(-self.learning_rate * (fraction - self.target_quantile))
             metrics["unclipped_fraction"] = fraction
         return {"norm": norm, "inner": inner_state}, out, metrics
+
+
+def with_clip_norm(state: Any, norm: float) -> Any:
+    """The state handed to the layers below for one finalize, carrying this round's clip norm
+    (the noise scales with it); layers below return their own state without it."""
+    return {**state, "clip_norm": norm} if isinstance(state, dict) else state

@@ -10,9 +10,12 @@
   fewer than m shares is never revealed: the round aborts before the secure sum's unmasking
   (or decryption) stage.
 
-The adaptive-clipping bit gets its own noise σ_b. Noise is drawn from numpy's PCG64 seeded with
-128 bits from `secrets` (OS entropy), freshly for every release, unless `deterministic` (a run
-seed, for experiments) derives it from that seed: then whoever knows the seed can subtract it.
+Only the model update (and the clip bit) is noised: the aggregation weight and the side
+values of the client work (`Accumulator.aux` on the server, `declare_aux` in an institution)
+are summed as they are. The adaptive-clipping bit gets its own noise σ_b.
+Noise is drawn from numpy's PCG64 seeded with 128 bits from `secrets` (OS entropy), freshly
+for every release, unless `deterministic` (a run seed, for experiments) derives it from that
+seed: then whoever knows the seed can subtract it.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from fedsilo.aggregation.base import Accumulator, Layer, find_staged
+from fedsilo.aggregation.base import Accumulator, Layer, aux_of, find_staged
 from fedsilo.aggregation.dp.accountant import Accountant
 from fedsilo.aggregation.dp.clipping import CLIP_BIT
 from fedsilo.aggregation.mean import WEIGHT_KEY
@@ -39,11 +42,12 @@ def _rng(deterministic: int | None, *key: str | int) -> np.random.Generator:
     return generator(deterministic, *key)
 
 
-def _noised(values: Params, stddev: float, bit_stddev: float,
-            rng: np.random.Generator) -> Params:
+def _noised(values: Params, stddev: float, bit_stddev: float, rng: np.random.Generator,
+            aux: frozenset[str] = frozenset()) -> Params:
+    """`values` plus Gaussian noise, except the weight and the side values `aux`."""
     out = {}
     for name, a in values.items():
-        if name == WEIGHT_KEY:
+        if name == WEIGHT_KEY or name in aux:
             out[name] = a
             continue
         sd = bit_stddev if name == CLIP_BIT else stddev
@@ -76,7 +80,7 @@ class _Passthrough:
 
 class GaussianNoise(_Passthrough):
     """Central DP: σ = `multiplier` × the round's clip norm on the sum (the Clip layer above
-    publishes it in the accumulator), σ_b = `bit_stddev` on the clip bits."""
+    hands it down in the state it finalizes with), σ_b = `bit_stddev` on the clip bits."""
 
     name = "central_noise"
 
@@ -95,9 +99,9 @@ class GaussianNoise(_Passthrough):
     def finalize(self, state: Any, acc: Accumulator) -> tuple[Any, Params, dict[str, float]]:
         inner_state, sums, metrics = self.inner.finalize(state["inner"], acc)
         releases = state["releases"] + 1
-        stddev = self.multiplier * float(acc.extra.get("clip_norm", self.clip_norm))
+        stddev = self.multiplier * float(state.get("clip_norm", self.clip_norm))
         rng = _rng(self.deterministic, releases, "central-noise")
-        out = _noised(sums, stddev, self.bit_stddev, rng)
+        out = _noised(sums, stddev, self.bit_stddev, rng, acc.aux)
         return ({"releases": releases, "inner": inner_state}, out,
                 {**metrics, **privacy_metrics(self.accountant, releases, stddev)})
 
@@ -151,14 +155,14 @@ class NoiseShare(_Passthrough):
         stddev = self.multiplier * float(config.get("clip_norm", self.clip_norm))
         rng = _rng(self.deterministic, str(context.get("me", "")), int(context.get("round", 0)),
                    "noise-share")
-        noisy = _noised(update, stddev * scale, self.bit_stddev * scale, rng)
+        noisy = _noised(update, stddev * scale, self.bit_stddev * scale, rng, aux_of(context))
         return self.inner.encode(noisy, num_examples, config, context)
 
     def finalize(self, state: Any, acc: Accumulator) -> tuple[Any, Params, dict[str, float]]:
         self._check_shares(acc.count)
         inner_state, sums, metrics = self.inner.finalize(state["inner"], acc)
         releases = state["releases"] + 1
-        stddev = self.multiplier * float(acc.extra.get("clip_norm", self.clip_norm))
+        stddev = self.multiplier * float(state.get("clip_norm", self.clip_norm))
         return ({"releases": releases, "inner": inner_state}, sums,
                 {**metrics, **privacy_metrics(self.accountant, releases, stddev)})
 
