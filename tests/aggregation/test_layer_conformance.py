@@ -60,17 +60,21 @@ def aggregate(layer: Layer, split: int | None = None) -> Params:
     return layer.finalize(state, acc)[1]
 
 
-def weighted(values: list[np.ndarray], weights: list[float]) -> np.ndarray:
-    return sum(w * v for w, v in zip(weights, values)) / sum(weights)
+def mean_plus_one(updates: list[Params]) -> Params:
+    """What WeightedMean(SumPlusOne) gives for `updates`: (Σ n_i u_i + 1) / (Σ n_i + 1)."""
+    total = sum(EXAMPLES) + 1.0
+    return {name: (sum(n * u[name] for n, u in zip(EXAMPLES, updates)) + 1.0) / total
+            for name in SPEC}
+
+
+def assert_params(found: Params, expected: Params) -> None:
+    for name in SPEC:
+        np.testing.assert_allclose(found[name], expected[name], rtol=1e-12)
 
 
 def test_weighted_mean_hands_its_sum_to_the_inner_layer_once():
     """(Σ n_i u_i + 1) / (Σ n_i + 1): the weight is summed by the inner layer like the rest."""
-    out = aggregate(WeightedMean(SumPlusOne()))
-    total = sum(EXAMPLES) + 1.0
-    for name in SPEC:
-        expected = (sum(n * u[name] for n, u in zip(EXAMPLES, UPDATES)) + 1.0) / total
-        np.testing.assert_allclose(out[name], expected, rtol=1e-12)
+    assert_params(aggregate(WeightedMean(SumPlusOne())), mean_plus_one(UPDATES))
 
 
 def test_a_clip_that_does_not_bind_is_the_inner_layer():
@@ -82,15 +86,11 @@ def test_a_clip_that_does_not_bind_is_the_inner_layer():
 def test_a_clip_that_binds_scales_each_update_to_the_bound():
     """Norm 1: each update is scaled to norm at most 1 before weighting (the sentinel's +1 is
     applied once, after the sum)."""
-    out = aggregate(Clip(1.0, WeightedMean(SumPlusOne())))
     clipped = []
     for u in UPDATES:
         norm = float(np.sqrt(sum(np.sum(a**2) for a in u.values())))
         clipped.append({n: a * min(1.0, 1.0 / norm) for n, a in u.items()})
-    total = sum(EXAMPLES) + 1.0
-    for name in SPEC:
-        expected = (sum(n * c[name] for n, c in zip(EXAMPLES, clipped)) + 1.0) / total
-        np.testing.assert_allclose(out[name], expected, rtol=1e-12)
+    assert_params(aggregate(Clip(1.0, WeightedMean(SumPlusOne()))), mean_plus_one(clipped))
 
 
 def test_zero_noise_is_the_inner_layer():

@@ -182,7 +182,7 @@ def fit_once(transport: GrpcServerTransport) -> dict[str, str]:
     cfg = cfg.model_copy(update={
         "run": cfg.run.model_copy(update={"rounds": 1, "compare": False}),
         "strategy": cfg.strategy.model_copy(update={"min_clients": 1, "fraction": 1.0})})
-    transport.wait_for_clients(2, 120)
+    assert len(transport.wait_for_clients(2, 600)) == 2  # a hang guard: returns on joining
     schema = build_schema(cfg, pd.DataFrame(columns=cfg.data.columns or []))
     verdicts: dict[str, str] = {}
 

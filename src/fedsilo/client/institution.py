@@ -12,7 +12,7 @@ import dataclasses
 import json
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 
@@ -56,7 +56,9 @@ class Institution:
         self._models = models or ModelCache()
         self._splits: dict[str, InstitutionSplit] = {}
         self._clients: dict[str, Client] = {}
-        self._signer: Signer | Literal[False] | None = None  # False: it holds no identity key
+        credentials = Credentials.from_keys(self._keys)
+        self._signer: Signer | None = (credentials.signer_for(name) if credentials is not None
+                                       and credentials.signer is not None else None)
 
     def handle(self, task: Task) -> Reply:
         if task.kind is TaskKind.PREPARE:
@@ -78,14 +80,7 @@ class Institution:
     def signed(self, task: Task, reply: Reply) -> Reply:
         """The reply with this institution's signature of (run, round, name, SHA-256 of the
         update), when it holds an identity key (a kit's client.key; a simulation's)."""
-        if reply.update is None:
-            return reply
-        if self._signer is None:
-            credentials = Credentials.from_keys(self._keys)
-            self._signer = (credentials.signer_for(self.name)
-                            if credentials is not None and credentials.signer is not None
-                            else False)
-        if self._signer is False:
+        if reply.update is None or self._signer is None:
             return reply
         sha = digest(reply.update)
         signature = self._signer.sign(contribution_message(task.run_id, task.round, self.name,
