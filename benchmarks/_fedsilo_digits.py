@@ -25,7 +25,7 @@ for i, (xtr, ytr, xte, yte) in enumerate(partitions(k)):
                                               strategy.aggregator)
 transport = fedsilo.InProcessTransport(clients)
 initial = next(iter(clients.values())).trainer.initial_params()
-history = fedsilo.run_sync(strategy, transport, initial, fedsilo.RunSettings("bench", 0, rounds))
+history = fedsilo.train(strategy, transport, initial, fedsilo.RunSettings("bench", 0, rounds))
 wall = time.perf_counter() - t1
 print(json.dumps({"engine": "fedsilo", "wall_s": wall, "import_s": t_import,
                   "round_s": [e.seconds for e in history.events],

@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from fedsilo.algorithms.fedavg import fedavg
-from fedsilo.engine.sync_runner import RunSettings, run_sync
+from fedsilo.engine.drivers import train
+from fedsilo.engine.flow import RunSettings
 from fedsilo.transport.grpc.provision import Project, provision
 from fedsilo.transport.grpc.server import GrpcServerTransport
 from fedsilo.transport.grpc.tls import Gatekeeper, server_credentials
@@ -45,7 +46,7 @@ def fedsilo_rounds(kits: Path, n: int, rounds: int) -> list[float]:
              for name in NAMES]
     try:
         transport.wait_for_clients(4, 60)
-        history = run_sync(fedavg({"epochs": 1}), transport, {"w": np.zeros(n, np.float32)},
+        history = train(fedavg({"epochs": 1}), transport, {"w": np.zeros(n, np.float32)},
                            RunSettings("bench", 0, rounds, evaluate_every=10**9,
                                        round_timeout=600))
         # the last round also evaluates (one more broadcast): leave it out

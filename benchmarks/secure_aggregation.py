@@ -28,7 +28,8 @@ from fedsilo.aggregation.build import build_aggregator
 from fedsilo.algorithms.fedavg import fedavg
 from fedsilo.client.client import Client
 from fedsilo.core.messages import Reply, Task, TaskKind
-from fedsilo.engine.sync_runner import RunSettings, run_sync
+from fedsilo.engine.drivers import train
+from fedsilo.engine.flow import RunSettings
 from fedsilo.transport.inprocess import InProcessTransport
 
 PLAIN = {"layer": "mean", "weighted": True}
@@ -71,7 +72,7 @@ def one(k: int, n: int, rounds: int, spec: dict) -> tuple[float, float]:
     strategy = fedavg({"epochs": 1}, aggregator=build_aggregator(spec))
     clients = {f"i{j:03d}": Metered(Client(f"i{j:03d}", RandomUpdate(j), build_aggregator(spec)))
                for j in range(k)}
-    history = run_sync(strategy, InProcessTransport(clients), {"w": np.zeros(n, np.float32)},
+    history = train(strategy, InProcessTransport(clients), {"w": np.zeros(n, np.float32)},
                        RunSettings("bench", 0, rounds, evaluate_every=10**9))
     seconds = statistics.median(e.seconds for e in history.events[:-1] or history.events)
     return seconds, sum(c.sent for c in clients.values()) / (k * rounds)

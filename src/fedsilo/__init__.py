@@ -22,7 +22,7 @@ _EXPORTS = {
     "Preprocessor": "fedsilo.data.preprocessing",
     "Reply": "fedsilo.core.messages",
     "RunConfig": "fedsilo.config.schema",
-    "RunSettings": "fedsilo.engine.sync_runner",
+    "RunSettings": "fedsilo.engine.flow",
     "Schema": "fedsilo.data.schema",
     "ServerState": "fedsilo.algorithms.base",
     "SimulationResult": "fedsilo.simulation.run",
@@ -40,7 +40,7 @@ _EXPORTS = {
     "fedsgd": "fedsilo.algorithms.fedavg",
     "load_config": "fedsilo.config.schema",
     "run_simulation": "fedsilo.simulation.run",
-    "run_sync": "fedsilo.engine.sync_runner",
+    "train": "fedsilo.engine.drivers",
     "sgd": "fedsilo.optim.sgd",
 }
 
@@ -75,7 +75,8 @@ if TYPE_CHECKING:
     from fedsilo.core.params import Params
     from fedsilo.data.preprocessing import LocalStatistics, Preprocessor
     from fedsilo.data.schema import Schema
-    from fedsilo.engine.sync_runner import RunSettings, run_sync
+    from fedsilo.engine.drivers import train
+    from fedsilo.engine.flow import RunSettings
     from fedsilo.errors import FedsiloError
     from fedsilo.optim.adam import adam
     from fedsilo.optim.sgd import sgd

@@ -11,15 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fedsilo.algorithms.admission import Admission
-from fedsilo.algorithms.fedavg import fedavg
 from fedsilo.client.factory import make_trainer
 from fedsilo.client.local_data import LocalData
 from fedsilo.config.build import (
-    build_async_strategy,
     build_clock,
     build_strategy,
-    client_settings,
     model_spec,
     privacy_accountant,
     run_setup,
@@ -28,21 +24,14 @@ from fedsilo.config.schema import RunConfig
 from fedsilo.core.params import Params
 from fedsilo.data.preprocessing import Preprocessor
 from fedsilo.data.schema import Schema
-from fedsilo.engine.async_runner import (
-    AsyncHistory,
-    AsyncSettings,
-    run_async_live,
-    run_async_virtual,
-)
+from fedsilo.engine.clock import Clock
+from fedsilo.engine.drivers import train
 from fedsilo.engine.events import EventBus, Listener
+from fedsilo.engine.flow import RunHistory, RunSettings
 from fedsilo.engine.prepare import federated_preprocessing, prepare_config
-from fedsilo.engine.secure_buffer import run_secure_fedbuff
 from fedsilo.engine.secure_prepare import prepare_spec
-from fedsilo.engine.sync_runner import RunHistory, RunSettings, run_sync
-from fedsilo.errors import ConfigError, PrivacyBudgetExhausted
-from fedsilo.optim import sgd
+from fedsilo.errors import PrivacyBudgetExhausted
 from fedsilo.transport.base import ServerTransport
-from fedsilo.transport.inprocess import InProcessTransport
 
 if TYPE_CHECKING:
     from fedsilo.store.recorder import Recorder
@@ -52,7 +41,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SessionResult:
-    history: RunHistory | AsyncHistory
+    history: RunHistory
     preprocessor: Preprocessor
     setup: dict[str, Any]
     train_rows: dict[str, int]
@@ -95,7 +84,7 @@ def run_session(cfg: RunConfig, transport: ServerTransport, schema: Schema, run_
                 evaluate_every: int | None = None, classes: tuple[str, ...] | None = None,
                 timeout: float | None = None,
                 keys: Mapping[str, bytes] | None = None, recorder: Recorder | None = None,
-                resume: bool = False) -> SessionResult:
+                resume: bool = False, clock: Clock = None) -> SessionResult:
     """Prepare stage, then `cfg.run.rounds` rounds over `transport`.
 
     Args:
@@ -104,7 +93,9 @@ def run_session(cfg: RunConfig, transport: ServerTransport, schema: Schema, run_
         timeout: per-stage deadline in seconds (None in simulation).
         keys: the server's local key material (the CKKS public context).
         recorder: run store, checkpoints, TensorBoard (fed by the round events).
-        resume: continue after the recorder's last checkpoint (synchronous runs).
+        resume: continue after the recorder's last checkpoint.
+        clock: the clock to drive the run under; default the one [clock] names, else the
+            wall clock (a simulation passes the virtual one).
     Raises:
         ConfigError: the institutions available cannot run `cfg` (e.g. too few for the
             SecAgg+ threshold); DataError: an institution found its data unusable.
@@ -124,40 +115,20 @@ def run_session(cfg: RunConfig, transport: ServerTransport, schema: Schema, run_
     rounds = rounds_within_budget(cfg)
     settings = RunSettings(run_id, cfg.run.seed, rounds,
                            evaluate_every or cfg.run.evaluate_every, timeout,
-                           audit=recorder is not None and recorder.store is not None)
+                           audit=recorder is not None and recorder.store is not None,
+                           time_limit=_time_limit(cfg, timeout, rounds))
     initial = initial_params(cfg, pre)
-    history: RunHistory | AsyncHistory
-    if cfg.run.mode == "async":
-        if resume:
-            raise ConfigError("--resume continues synchronous runs only")
-        history = _run_async(cfg, transport, setup, keys, initial, settings, bus, admission)
-    else:
-        start = recorder.resume() if recorder is not None and resume else None
-        strategy = replace(build_strategy(cfg, setup, keys), admission=admission)
-        history = run_sync(strategy, transport, initial, settings, bus, start=start,
-                           on_commit=recorder.checkpoint if recorder is not None else None)
+    start = recorder.resume() if recorder is not None and resume else None
+    strategy = replace(build_strategy(cfg, setup, keys, len(admission.train_rows)),
+                       admission=admission)
+    history = train(strategy, transport, initial, settings, clock or build_clock(cfg), bus,
+                    start=start,
+                    on_commit=recorder.checkpoint if recorder is not None else None)
     return SessionResult(history, pre, setup, dict(admission.train_rows))
 
 
-def _run_async(cfg: RunConfig, transport: ServerTransport, setup: dict[str, Any],
-               keys: Mapping[str, bytes] | None, initial: Params, settings: RunSettings,
-               bus: EventBus, admission: Admission) -> AsyncHistory:
-    """FedAsync / FedBuff: under the virtual clock in simulation, the wall clock otherwise."""
-    strategy = replace(build_async_strategy(cfg, setup, keys), admission=admission)
-    timeout = (None if settings.round_timeout is None
-               else settings.round_timeout * settings.rounds)
-    a = AsyncSettings(settings.run_id, settings.seed, settings.rounds, settings.evaluate_every,
-                      barrier=cfg.clock.barrier, audit=settings.audit, timeout=timeout,
-                      task_timeout=settings.round_timeout)
-    if cfg.aggregation.secure != "none":
-        if not isinstance(transport, InProcessTransport):
-            raise ConfigError("secure FedBuff runs in simulation only (not yet over gRPC)")
-        group = replace(fedavg({**client_settings(cfg), "setup": dict(setup)},
-                               aggregator=strategy.aggregator,
-                               optimizer=sgd(cfg.strategy.server_lr or 1.0), name="fedbuff"),
-                        admission=admission)
-        return run_secure_fedbuff(group, transport, initial, a, build_clock(cfg),
-                                  strategy.staleness, cfg.strategy.buffer_size, bus)
-    if isinstance(transport, InProcessTransport):
-        return run_async_virtual(strategy, transport, initial, a, build_clock(cfg), bus)
-    return run_async_live(strategy, transport, initial, a, bus)
+def _time_limit(cfg: RunConfig, timeout: float | None, rounds: int) -> float | None:
+    """An asynchronous deployment stops after round_timeout × rounds seconds."""
+    if cfg.run.mode != "async" or timeout is None:
+        return None
+    return timeout * rounds

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from fedsilo.aggregation.base import Accumulator, Layer
+from fedsilo.aggregation.compress import TopK
 from fedsilo.aggregation.dp.clipping import Clip
 from fedsilo.aggregation.dp.noise import GaussianNoise
 from fedsilo.aggregation.mean import WeightedMean
@@ -113,6 +114,28 @@ def test_robust_rules_follow_their_definitions():
         np.testing.assert_allclose(trimmed[name], np.median(stacked[name], axis=0))
 
 
+def test_a_topk_that_keeps_everything_is_the_inner_layer():
+    np.testing.assert_equal(aggregate(TopK(1.0, WeightedMean(SumPlusOne()))),
+                            aggregate(WeightedMean(SumPlusOne())))
+
+
+def test_a_topk_that_binds_sends_each_updates_largest_coordinate():
+    """Fraction 0.3: k = 1 of w's 3 values (b, one value, travels dense); the sentinel's +1 is
+    applied once, after the densified sum. The third update's |values| tie: any one of them
+    is its largest."""
+    found = aggregate(TopK(0.3, WeightedMean(SumPlusOne())))
+    candidates = []
+    for third in range(3):
+        sparse = []
+        for i, u in enumerate(UPDATES):
+            keep = third if i == 2 else int(np.argmax(np.abs(u["w"])))
+            w = np.zeros(3)
+            w[keep] = u["w"][keep]
+            sparse.append({"w": w, "b": u["b"]})
+        candidates.append(mean_plus_one(sparse))
+    assert any(all(np.allclose(found[n], c[n], rtol=1e-12) for n in SPEC) for c in candidates)
+
+
 LAYERS: dict[str, Callable[[], Layer]] = {
     "sum": PlainSum,
     "mean": lambda: WeightedMean(PlainSum()),
@@ -122,6 +145,8 @@ LAYERS: dict[str, Callable[[], Layer]] = {
     "norm bound(mean)": lambda: NormBound(2.0, WeightedMean(PlainSum())),
     "median": CoordinateMedian,
     "trimmed mean": lambda: TrimmedMean(0.34),
+    "topk(mean)": lambda: TopK(0.3, WeightedMean(PlainSum())),
+    "topk(trimmed mean)": lambda: TopK(0.3, TrimmedMean(0.34)),
 }
 
 

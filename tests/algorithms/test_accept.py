@@ -8,7 +8,8 @@ import pytest
 from fedsilo.algorithms.fedavg import fedavg
 from fedsilo.client.local_data import LocalData
 from fedsilo.core.messages import ErrorInfo
-from fedsilo.engine.sync_runner import RunSettings, run_sync
+from fedsilo.engine.drivers import train
+from fedsilo.engine.flow import RunSettings
 from fedsilo.errors import AggregationError
 from tests.algorithms.test_fedavg_math import binary_data
 from tests.conftest import federation
@@ -42,28 +43,28 @@ def corrupt(reply, **changes):
 def test_bad_reply_is_rejected_and_round_still_commits(make_bad, code, words):
     strategy, state, rnd, replies = open_round()
     bad = make_bad(replies["c1"])
-    rejection = strategy.accept(rnd, bad)
+    rejection = strategy.accept(state, rnd, bad)
     assert rejection is not None and rejection.code == code and words in rejection.reason
-    assert strategy.accept(rnd, replies["c0"]) is None
-    assert strategy.accept(rnd, replies["c2"]) is None
+    assert strategy.accept(state, rnd, replies["c0"]) is None
+    assert strategy.accept(state, rnd, replies["c2"]) is None
     assert strategy.ready(rnd)
     new, _ = strategy.commit(state, rnd)
     assert new.version == 1 and rnd.received == ["c0", "c2"]
 
 
 def test_reply_from_institution_not_asked_is_rejected():
-    strategy, _, rnd, replies = open_round()
+    strategy, state, rnd, replies = open_round()
     stranger = dataclasses.replace(replies["c0"], client_id="mallory")
-    rejection = strategy.accept(rnd, stranger)
+    rejection = strategy.accept(state, rnd, stranger)
     assert rejection.code == "unknown_client" and "mallory" in rejection.reason
     assert rnd.received == [] and not strategy.ready(rnd)
 
 
 def test_duplicate_reply_is_not_counted_twice():
     strategy, state, rnd, replies = open_round(k=2)
-    assert strategy.accept(rnd, replies["c0"]) is None
-    assert strategy.accept(rnd, replies["c0"]).code == "malformed_update"
-    strategy.accept(rnd, replies["c1"])
+    assert strategy.accept(state, rnd, replies["c0"]) is None
+    assert strategy.accept(state, rnd, replies["c0"]).code == "malformed_update"
+    strategy.accept(state, rnd, replies["c1"])
     assert rnd.accumulator.count == 2
 
 
@@ -71,8 +72,8 @@ def test_client_error_is_recorded_not_aggregated():
     strategy, state, rnd, replies = open_round(k=2)
     failed = dataclasses.replace(replies["c1"], update=None,
                                  error=ErrorInfo("client_training_error", "disk full"))
-    assert strategy.accept(rnd, failed).reason == "disk full"
-    strategy.accept(rnd, replies["c0"])
+    assert strategy.accept(state, rnd, failed).reason == "disk full"
+    strategy.accept(state, rnd, replies["c0"])
     assert strategy.ready(rnd) and rnd.received == ["c0"]
 
 
@@ -81,7 +82,7 @@ def test_too_few_replies_aborts_and_changes_nothing():
     transport, clients = federation([binary_data(30, i) for i in range(2)], strategy)
     state = strategy.init(clients["c0"].trainer.initial_params())
     tasks, rnd = strategy.configure(state, transport.clients(), 1, "run", 0)
-    strategy.accept(rnd, clients["c0"].handle(tasks[0]))
+    strategy.accept(state, rnd, clients["c0"].handle(tasks[0]))
     with pytest.raises(AggregationError, match="1 accepted replies, need 2"):
         strategy.commit(state, rnd)
     assert state.version == 0
@@ -95,7 +96,7 @@ def test_institution_with_broken_data_fails_alone():
                        good[0].y_test, "binary", 2)
     strategy = fedavg(CFG)
     transport, clients = federation([*good, broken], strategy)
-    history = run_sync(strategy, transport, clients["c0"].trainer.initial_params(),
+    history = train(strategy, transport, clients["c0"].trainer.initial_params(),
                        RunSettings("r", 0, rounds=2))
     for event in history.events:
         assert event.participants == ("c0", "c1", "c2")
@@ -111,7 +112,7 @@ def test_round_with_too_few_valid_replies_is_skipped_and_the_run_goes_on():
     strategy = fedavg(CFG, min_clients=3)
     transport, clients = federation([*good, broken], strategy)
     initial = clients["c0"].trainer.initial_params()
-    history = run_sync(strategy, transport, initial, RunSettings("r", 0, rounds=3))
+    history = train(strategy, transport, initial, RunSettings("r", 0, rounds=3))
     assert [e.version for e in history.events] == [0, 0, 0]
     assert all("need 3" in e.metrics["aborted"] for e in history.events)
     assert history.events[-1].evaluation == {}

@@ -112,8 +112,8 @@ def test_a_weight_total_that_the_counts_do_not_give_aborts_the_round():
     for reply in (fit_reply("a", 10), fit_reply("b", 20, weight=1e6)):
         assert fold_into(strategy.aggregator, rnd.accumulator, reply) is None
         rnd.received.append(reply.client_id)
-        rnd.client_metrics[reply.client_id] = {}
-        rnd.num_examples[reply.client_id] = reply.num_examples
+        rnd.client_metrics.append({})
+        rnd.num_examples.append(reply.num_examples)
     with pytest.raises(AggregationError, match="total aggregation weight"):
         strategy.commit(state, rnd)
 

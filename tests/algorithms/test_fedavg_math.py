@@ -9,7 +9,8 @@ from fedsilo.algorithms.fedavg import fedavg, fedsgd
 from fedsilo.client.local_data import LocalData
 from fedsilo.client.trainer import TrainConfig
 from fedsilo.core.rng import derive_seed, generator
-from fedsilo.engine.sync_runner import RunSettings, run_sync
+from fedsilo.engine.drivers import train
+from fedsilo.engine.flow import RunSettings
 from tests.conftest import digits_data, federation
 
 SEED = 3
@@ -28,7 +29,7 @@ def test_fedavg_round_is_example_weighted_mean_of_client_models():
     strategy = fedavg(cfg)
     transport, clients = federation(datas, strategy, kind="mlp", seed=SEED)
     initial = clients["c0"].trainer.initial_params()
-    history = run_sync(strategy, transport, initial, RunSettings("r", SEED, rounds=1))
+    history = train(strategy, transport, initial, RunSettings("r", SEED, rounds=1))
 
     client_models, sizes = [], []
     for cid, client in clients.items():
@@ -48,7 +49,7 @@ def test_fedavg_with_identical_clients_equals_local_training():
     strategy = fedavg(cfg)
     transport, clients = federation([data] * 4, strategy, seed=SEED)
     initial = clients["c0"].trainer.initial_params()
-    history = run_sync(strategy, transport, initial, RunSettings("r", SEED, rounds=5))
+    history = train(strategy, transport, initial, RunSettings("r", SEED, rounds=5))
 
     local = initial
     for _ in range(5):
@@ -74,7 +75,7 @@ def test_fedsgd_one_client_equals_one_centralized_gradient_step():
     initial = trainer.initial_params()
     want = _torch_gd_step(trainer.model, data.x_train, data.y_train.astype(np.int64), 0.3,
                           torch.nn.CrossEntropyLoss())
-    history = run_sync(strategy, transport, initial, RunSettings("r", SEED, rounds=1))
+    history = train(strategy, transport, initial, RunSettings("r", SEED, rounds=1))
     for name in initial:
         np.testing.assert_allclose(history.params[name], want[name], rtol=1e-5, atol=1e-6)
 
@@ -92,7 +93,7 @@ def test_fedsgd_uniform_and_weighted_forms():
                 grads.append(g)
                 sizes.append(n)
         w = np.array(sizes, float) if weighted else np.ones(len(sizes))
-        history = run_sync(strategy, transport, initial, RunSettings("r", SEED, rounds=1))
+        history = train(strategy, transport, initial, RunSettings("r", SEED, rounds=1))
         for name in initial:
             mean = sum(wi * g[name] for wi, g in zip(w, grads)) / w.sum()
             np.testing.assert_allclose(history.params[name], initial[name] - 0.2 * mean,
@@ -109,6 +110,6 @@ def test_weighted_fedsgd_equals_pooled_gradient_step():
     y = np.concatenate([d.y_train for d in datas])
     model = copy.deepcopy(trainer.model)
     want = _torch_gd_step(model, x, y[:, None], 0.5, torch.nn.BCEWithLogitsLoss())
-    history = run_sync(strategy, transport, initial, RunSettings("r", SEED, rounds=1))
+    history = train(strategy, transport, initial, RunSettings("r", SEED, rounds=1))
     for name in initial:
         np.testing.assert_allclose(history.params[name], want[name], rtol=1e-5, atol=1e-6)

@@ -10,7 +10,8 @@ from fedsilo.algorithms.scaffold import scaffold
 from fedsilo.client.trainer import Regularizer, TrainConfig
 from fedsilo.core.params import split_prefixed
 from fedsilo.core.rng import derive_seed, generator
-from fedsilo.engine.sync_runner import RunSettings, run_sync
+from fedsilo.engine.drivers import train
+from fedsilo.engine.flow import RunSettings
 from fedsilo.errors import ConfigError
 from tests.algorithms.test_fedavg_math import binary_data
 from tests.conftest import federation
@@ -22,7 +23,7 @@ SIZES = ((30, 1), (90, 2), (15, 3), (50, 4))
 def _run(strategy, datas, rounds, kind="logistic_regression"):
     transport, clients = federation(datas, strategy, kind=kind, seed=SEED)
     initial = clients["c0"].trainer.initial_params()
-    history = run_sync(strategy, transport, initial, RunSettings("r", SEED, rounds=rounds))
+    history = train(strategy, transport, initial, RunSettings("r", SEED, rounds=rounds))
     return history, clients, initial
 
 

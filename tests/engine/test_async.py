@@ -10,9 +10,9 @@ from fedsilo.algorithms.asynchronous import fedasync, fedbuff
 from fedsilo.algorithms.fedavg import default_aggregator, fedavg
 from fedsilo.algorithms.staleness import Staleness
 from fedsilo.core.messages import Reply
-from fedsilo.engine.async_runner import AsyncSettings, run_async_virtual
 from fedsilo.engine.clock import VirtualClock
-from fedsilo.engine.sync_runner import RunSettings, run_sync
+from fedsilo.engine.drivers import train
+from fedsilo.engine.flow import RunSettings
 from fedsilo.errors import ConfigError
 from fedsilo.optim import sgd
 from tests.algorithms.test_fedavg_math import binary_data
@@ -43,12 +43,12 @@ def test_fedbuff_with_k_equal_n_and_no_delays_is_synchronous_fedavg():
     sync = fedavg(CFG)
     transport, clients = federation(datas(), sync, seed=1)
     initial = clients["c0"].trainer.initial_params()
-    want = run_sync(sync, transport, initial, RunSettings("r", 3, rounds=4))
+    want = train(sync, transport, initial, RunSettings("r", 3, rounds=4))
     buff = fedbuff(CFG, default_aggregator(), sgd(1.0), buffer_size=4,
                    staleness=Staleness("polynomial"))
     transport, _ = federation(datas(), sync, seed=1)
-    got = run_async_virtual(buff, transport, initial, AsyncSettings("r", 3, versions=4),
-                            VirtualClock(seconds_per_example=0.0))
+    got = train(buff, transport, initial, RunSettings("r", 3, rounds=4),
+                VirtualClock(seconds_per_example=0.0))
     for n in initial:
         np.testing.assert_array_equal(got.params[n], want.params[n])
     assert [e.metrics["staleness"]["max"] for e in got.events] == [0.0] * 4
@@ -60,11 +60,11 @@ def test_barrier_mode_is_synchronous_fedavg_in_simulated_time():
     sync = fedavg(CFG)
     transport, clients = federation(datas(), sync, seed=1)
     initial = clients["c0"].trainer.initial_params()
-    want = run_sync(sync, transport, initial, RunSettings("r", 3, rounds=3))
+    want = train(sync, transport, initial, RunSettings("r", 3, rounds=3))
     clock = VirtualClock(seconds_per_example=0.01, speeds={"c1": 0.2})
     transport, _ = federation(datas(), sync, seed=1)
-    got = run_async_virtual(fedbuff(CFG, default_aggregator(), sgd(1.0), buffer_size=4),
-                            transport, initial, AsyncSettings("r", 3, 3, barrier=True), clock)
+    got = train(fedbuff(CFG, default_aggregator(), sgd(1.0), buffer_size=4, barrier=True),
+                transport, initial, RunSettings("r", 3, 3), clock)
     for n in initial:
         np.testing.assert_allclose(got.params[n], want.params[n], rtol=1e-6, atol=1e-7)
     slowest = 2 * 90 * 0.01 / 0.2  # c1: 2 epochs x 90 rows at a fifth of the speed
@@ -141,7 +141,7 @@ def test_a_slow_institution_does_not_hold_the_others_back():
         transport, clients = federation(datas(), sync, seed=1)
         initial = clients["c0"].trainer.initial_params()
         strategy = fedbuff(CFG, default_aggregator(), sgd(1.0), buffer_size=2)
-        return run_async_virtual(strategy, transport, initial, AsyncSettings("r", 3, 12), clock)
+        return train(strategy, transport, initial, RunSettings("r", 3, 12), clock)
 
     got = run()
     contributions = [c for e in got.events for c in e.participants]

@@ -201,7 +201,7 @@ def run_combo(strategy: str, mode: str, protection: str) -> dict[str, Any]:
                     for ev in history.events],
         "metrics": [_plain(ev.metrics) for ev in history.events],
     }
-    if hasattr(history, "virtual_time"):
+    if mode == "async":  # simulated seconds (a synchronous round takes none)
         out["virtual_time"] = float(history.virtual_time)
     return out
 

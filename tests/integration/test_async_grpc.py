@@ -17,7 +17,9 @@ from fedsilo.algorithms.staleness import Staleness
 from fedsilo.config.build import build_schema
 from fedsilo.config.schema import load_config, parse_config
 from fedsilo.core.messages import Reply, Task, TaskKind
-from fedsilo.engine.async_runner import AsyncSettings, run_async_live
+from fedsilo.engine.clock import WallClock
+from fedsilo.engine.drivers import train
+from fedsilo.engine.flow import RunSettings
 from fedsilo.session import run_session
 from tests.integration.conftest import real, start
 from tests.integration.helpers import FILES, heart_config
@@ -53,8 +55,8 @@ def test_no_update_is_lost_or_applied_twice_under_concurrent_arrivals(kits, tran
     strategy = fedbuff({}, WeightedMean(PlainSum(), weighted=False), _sgd(), buffer_size=4,
                        staleness=Staleness("constant"))
     versions = 40
-    history = run_async_live(strategy, transport, {"w": np.zeros(len(NAMES))},
-                             AsyncSettings("count", 0, versions, timeout=600))
+    history = train(strategy, transport, {"w": np.zeros(len(NAMES))},
+                    RunSettings("count", 0, versions, time_limit=600), WallClock())
     applied = Counter(c for e in history.events for c in e.participants)
     assert sum(applied.values()) == 4 * versions
     # θ = -(1/4) Σ over applied updates of e_i: each accepted update exactly once
@@ -109,15 +111,15 @@ def test_heart_disease_async_over_grpc_with_a_slow_hospital(kits, transport, tmp
     assert len(transport.wait_for_clients(4, 600)) == 4
     cfg = load_config(heart_config(tmp_path, rounds=30, compare=False))
     raw = cfg.model_dump(exclude={"base_dir"})
-    raw["run"]["mode"] = "async"
+    raw["run"].update(mode="async", evaluate_every=30)  # an event is out at its commit
     raw["strategy"] = {"name": "fedbuff", "buffer_size": 2, "max_staleness": 3}
     cfg = parse_config(raw, cfg.base_dir)
     schema = build_schema(cfg, pd.DataFrame(columns=cfg.data.columns))
 
     def listener(event) -> None:
         slow.committed(event)
-        if event.version == 30:
-            slow.finish()  # training is over: let it answer the final evaluation
+        if event.version >= 29:  # the last commit is next: the final evaluation needs its
+            slow.finish()        # answer, and the event of version 30 waits for it
 
     try:
         result = run_session(cfg, transport, schema, "async", timeout=600, listener=listener,

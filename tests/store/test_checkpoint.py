@@ -8,7 +8,8 @@ import pytest
 
 from fedsilo.algorithms.fedopt import fedadam
 from fedsilo.algorithms.scaffold import scaffold
-from fedsilo.engine.sync_runner import RunSettings, run_sync
+from fedsilo.engine.drivers import train
+from fedsilo.engine.flow import RunSettings
 from fedsilo.store.checkpoint import Checkpointer, load_checkpoint, save_checkpoint
 from tests.algorithms.test_fedavg_math import binary_data
 from tests.conftest import federation
@@ -33,7 +34,7 @@ def _run(strategy, rounds, start=None, on_commit=None):
     datas = [binary_data(n, s) for n, s in SIZES]
     transport, clients = federation(datas, strategy, kind="mlp", seed=2)
     initial = clients["c0"].trainer.initial_params()
-    return run_sync(strategy, transport, initial, RunSettings("r", 7, rounds=rounds),
+    return train(strategy, transport, initial, RunSettings("r", 7, rounds=rounds),
                     start=start, on_commit=on_commit)
 
 
@@ -86,8 +87,8 @@ def test_continuing_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path, make
     datas = [binary_data(n, s) for n, s in SIZES]
     transport, clients = federation(datas, strategy, kind="mlp", seed=2)
     initial = clients["c0"].trainer.initial_params()
-    run_sync(strategy, transport, initial, RunSettings("r", 7, rounds=2))
-    resumed = run_sync(strategy, transport, initial, RunSettings("r", 7, rounds=6),
+    train(strategy, transport, initial, RunSettings("r", 7, rounds=2))
+    resumed = train(strategy, transport, initial, RunSettings("r", 7, rounds=6),
                        start=(saved.round, saved.state))
     assert [e.round for e in resumed.events] == [3, 4, 5, 6]
     for name in whole.params:

@@ -27,6 +27,9 @@ class WeightedMean(Delegating):
     """
 
     name = "mean"
+    needs_individual_updates = False
+    commutes_with_secure_sum = True  # weights applied in the institution, divided out of the sum
+    preserves_sensitivity = True  # uniform weights; weights n_i scale it (build.check_stack)
 
     def __init__(self, inner: Layer, weighted: bool = True) -> None:
         self.inner = inner

@@ -39,6 +39,7 @@ class _KeepsAll(ServerOnly):
 
     name = "robust"
     needs_individual_updates = True
+    commutes_with_secure_sum = False
 
     def zero(self, spec: ParamSpec) -> Accumulator:
         return Accumulator({}, 0, {"updates": []})
@@ -171,6 +172,7 @@ class NormBound(Delegating):
 
     name = "norm_bound"
     needs_individual_updates = True
+    commutes_with_secure_sum = False
 
     def __init__(self, max_norm: float, inner: Layer) -> None:
         if not max_norm > 0:
@@ -224,6 +226,7 @@ class MedianNormBound(Delegating):
 
     name = "default_bound"
     needs_individual_updates = True
+    commutes_with_secure_sum = False
 
     def __init__(self, inner: Layer, multiple: float = 5.0, min_updates: int = 4) -> None:
         if not multiple > 1:

@@ -31,6 +31,9 @@ class PlainSum(ServerOnly):
     """Sums contributions into one preallocated accumulator (no per-reply temporaries)."""
 
     name = "sum"
+    needs_individual_updates = False
+    commutes_with_secure_sum = True
+    preserves_sensitivity = True  # each contribution added once, unscaled
 
     def zero(self, spec: ParamSpec) -> Accumulator:
         return Accumulator(zeros(spec))

@@ -1,12 +1,13 @@
 """Strategy = sampler + client work + aggregator + server optimizer + commit rule.
 
-The round loop (engine/) calls, for each round: `configure` (tasks for the cohort and an open
-round holding the streaming accumulator), `accept` for every reply as it arrives, `ready`, then
-`commit` (finalize the aggregate, apply the server optimizer, bump the model version).
-Every reply is checked before it is folded in: against the task (names, shapes, dtypes,
-finiteness) and against what the server knows of its institution (`admission`: metrics,
-example count, aggregation weight). No I/O here: the same object runs in simulation and over
-the network.
+The flow (engine/flow.py) opens a collection (`configure`: a cohort's tasks; `open`: a
+buffer any institution's update may join), calls `accept` for every reply as it arrives,
+`ready`, then `commit` (finalize the aggregate, apply the work's server rule and the server
+optimizer, bump the model version). The commit rule (algorithms/commit.py) makes the same
+object synchronous FedAvg, FedBuff or FedAsync. Every reply is checked before it is folded
+in: against the task (names, shapes, dtypes, finiteness) and against what the server knows
+of its institution (`admission`: metrics, example count, aggregation weight). No I/O here:
+the same object runs in simulation and over the network.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 from fedsilo.aggregation.base import Accumulator, Layer, open_accumulator
 from fedsilo.aggregation.mean import rescaled
 from fedsilo.algorithms.admission import Admission
+from fedsilo.algorithms.commit import WHOLE_COHORT, CommitRule
 from fedsilo.algorithms.sampling import Stragglers, UniformSampler
 from fedsilo.core.messages import Reply, ReplySpec, Signed, Task, TaskKind
 from fedsilo.core.params import Params, ParamSpec, check_like, global_norm, spec_of
@@ -26,11 +28,12 @@ from fedsilo.errors import (
     AggregationError,
     MalformedUpdate,
     ProtocolError,
+    StaleUpdate,
     UnknownClient,
     WrongRound,
 )
 from fedsilo.evaluation.metrics import weighted_mean
-from fedsilo.optim.base import OptState, ServerOptimizer, apply_step
+from fedsilo.optim.base import OptState, Scaled, ServerOptimizer, apply_step
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ class ServerState:
     optimizer_state: OptState
     aggregator_state: Any = None
     work_state: Any = None  # the server half of the client work (SCAFFOLD's c)
+    history: Mapping[int, Params] = field(default_factory=dict)  # FedAsync: recent versions
+    flow: Mapping[str, Any] = field(default_factory=dict)  # async: tasks in flight (resume)
 
 
 class WorkRule(Protocol):
@@ -138,7 +143,7 @@ def fold_into(aggregator: Layer, acc: Accumulator, reply: Reply,
               scale: float = 1.0) -> Rejection | None:
     """Fold a validated reply into `acc` (its update times `scale`, the weight entry
     excepted), or the rejection: the error the reply carries, or one the layers raise (e.g. a
-    ciphertext that does not parse: all or nothing). Shared by sync rounds and async buffers."""
+    ciphertext that does not parse: all or nothing)."""
     if reply.error is not None:
         return Rejection.of(reply)
     assert reply.update is not None
@@ -151,19 +156,23 @@ def fold_into(aggregator: Layer, acc: Accumulator, reply: Reply,
 
 
 @dataclass
-class OpenRound:
-    """The round being collected. The accumulator is updated in place as replies arrive."""
+class Collection:
+    """Updates being collected for one commit: a round's cohort (`cohort` set; a synchronous
+    round, or a secure FedBuff group) or an open buffer (`cohort` None: any institution with
+    an open task may join). The accumulator is updated in place as replies arrive."""
 
     round: int
-    version: int
-    cohort: frozenset[str]
+    version: int  # the model version the collection's tasks were made from
+    cohort: frozenset[str] | None
     spec: ParamSpec
     accumulator: Accumulator
-    population: int = 1  # institutions available when the cohort was drawn
+    population: int = 1  # institutions available when the collection opened
     received: list[str] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
-    client_metrics: dict[str, Mapping[str, float]] = field(default_factory=dict)
-    num_examples: dict[str, int] = field(default_factory=dict)
+    client_metrics: list[Mapping[str, float]] = field(default_factory=list)
+    num_examples: list[int] = field(default_factory=list)
+    staleness: list[int] = field(default_factory=list)
+    trained_on: list[int] = field(default_factory=list)
     digests: dict[str, str] = field(default_factory=dict)  # audit: each accepted update
     signed: dict[str, Signed] = field(default_factory=dict)  # audit: institutions' signatures
 
@@ -171,20 +180,21 @@ class OpenRound:
     def answered(self) -> set[str]:
         return set(self.received) | {r.client_id for r in self.rejected}
 
+    def reject(self, rejection: Rejection) -> None:
+        """Record an institution refused (once: its first refusal says why)."""
+        if all(r.client_id != rejection.client_id for r in self.rejected):
+            self.rejected.append(rejection)
 
-class Witnessed(Protocol):
-    """What keeps the audit record of accepted updates (an open round, a buffer)."""
-
-    digests: dict[str, str]
-    signed: dict[str, Signed]
-
-
-def witness(record: Witnessed, key: str, reply: Reply, fingerprint: str) -> None:
-    """Keep an accepted update's digest and its institution's signature under `key`."""
-    record.digests[key] = fingerprint
-    signed = Signed.of(reply.payload, reply.round)
-    if signed is not None:
-        record.signed[key] = signed
+    def witness(self, reply: Reply, fingerprint: str) -> None:
+        """Keep an accepted update's digest and its institution's signature (audit); an
+        institution twice in one buffer is keyed `name#n`."""
+        key = reply.client_id
+        if key in self.digests:
+            key = f"{key}#{len(self.received)}"
+        self.digests[key] = fingerprint
+        signed = Signed.of(reply.payload, reply.round)
+        if signed is not None:
+            self.signed[key] = signed
 
 
 @dataclass(frozen=True)
@@ -200,80 +210,145 @@ class Strategy:
     min_replies: int = 1
     stragglers: Stragglers | None = None
     admission: Admission = field(default_factory=Admission)  # the run's prepare-stage counts
+    rule: CommitRule = WHOLE_COHORT
 
     def init(self, params: Params) -> ServerState:
+        history = {0: dict(params)} if self.rule.mixing is not None else {}
         return ServerState(dict(params), 0, self.optimizer.init(params), self.aggregator.init(),
-                           self.work.init(params))
+                           self.work.init(params), history)
+
+    def fit_task(self, state: ServerState, client: str, round: int, run_id: str, seed: int,
+                 config: Mapping[str, Any] | None = None,
+                 layer_round: int | None = None) -> Task:
+        """A fit task on the newest model (`config`: this institution's, e.g. a straggler's
+        fewer epochs; `layer_round`: the round the layers' client config is made for)."""
+        if config is None:
+            config = {**self.client_config, "work": self.work.name,
+                      "seed": derive_seed(seed, "client")}
+        model_spec = spec_of(state.params)
+        update_spec = self.work.update_spec(model_spec)
+        expects = expected_reply(self.aggregator.encoded_spec(update_spec), update_spec)
+        layer_cfg = self.aggregator.client_config(
+            state.aggregator_state, round if layer_round is None else layer_round)
+        params = self.work.task_params(state.work_state, state.params)
+        return Task(run_id, round, state.version, TaskKind.FIT, client, params, config,
+                    layer_cfg, expects)
 
     def configure(self, state: ServerState, available: Sequence[str], round: int,
-                  run_id: str, seed: int) -> tuple[list[Task], OpenRound]:
-        """Fit tasks for this round's cohort, and the open round that will collect them."""
+                  run_id: str, seed: int) -> tuple[list[Task], Collection]:
+        """Fit tasks for this round's cohort, and the collection that will gather them."""
         cohort = self.sampler.sample(available, round, seed)
-        layer_cfg = self.aggregator.client_config(state.aggregator_state, round)
         cfg = {**self.client_config, "work": self.work.name, "seed": derive_seed(seed, "client")}
         configs = {cid: cfg for cid in cohort}
         if self.stragglers is not None:
             configs = self.stragglers.apply(configs, round, seed)
-        params = self.work.task_params(state.work_state, state.params)
-        model_spec = spec_of(state.params)
-        update_spec = self.work.update_spec(model_spec)
-        encoded = self.aggregator.encoded_spec(update_spec)
-        expects = expected_reply(encoded, update_spec)
-        tasks = [Task(run_id, round, state.version, TaskKind.FIT, cid, params, c, layer_cfg,
-                      expects) for cid, c in configs.items()]
-        acc = open_accumulator(self.aggregator, model_spec, self.work.aux_spec(model_spec))
-        return tasks, OpenRound(round, state.version, frozenset(configs), encoded, acc,
-                                len(available))
+        tasks = [self.fit_task(state, cid, round, run_id, seed, c) for cid, c in configs.items()]
+        return tasks, self._collection(state, round, frozenset(configs), len(available))
 
-    def accept(self, open_round: OpenRound, reply: Reply) -> Rejection | None:
-        """Validate a reply and fold it into the accumulator, or say why not."""
+    def open(self, state: ServerState, population: int = 1) -> Collection:
+        """An empty buffer (FedBuff, FedAsync): updates from any open task join it."""
+        return self._collection(state, state.version, None, population)
+
+    def _collection(self, state: ServerState, round: int, cohort: frozenset[str] | None,
+                    population: int) -> Collection:
+        model_spec = spec_of(state.params)
+        encoded = self.aggregator.encoded_spec(self.work.update_spec(model_spec))
+        acc = open_accumulator(self.aggregator, model_spec, self.work.aux_spec(model_spec))
+        return Collection(round, state.version, cohort, encoded, acc, population)
+
+    def accept(self, state: ServerState, coll: Collection, reply: Reply) -> Rejection | None:
+        """Validate a reply, weigh it by its staleness (buffers) and fold it into the
+        collection's accumulator, or say why not."""
         try:
-            self._validate(open_round, reply)
+            tau = self._validate(state, coll, reply)
             if reply.error is None:
                 self.admission.check_fit(reply, self.aggregator)
         except ProtocolError as e:
             rejection = Rejection.of(reply, e)
-            first_answer = reply.client_id not in open_round.answered
-            if reply.client_id in open_round.cohort and first_answer:
-                open_round.rejected.append(rejection)
+            if coll.cohort is None or (reply.client_id in coll.cohort
+                                       and reply.client_id not in coll.answered):
+                coll.rejected.append(rejection)
             return rejection
-        refused = fold_into(self.aggregator, open_round.accumulator, reply)
+        # FedBuff: s(τ) Δ per update; FedAsync mixes with s(τ) at commit, a group at commit
+        buffered = coll.cohort is None and self.rule.mixing is None
+        refused = fold_into(self.aggregator, coll.accumulator, reply,
+                            self.rule.staleness(tau) if buffered else 1.0)
         if refused is not None:
-            open_round.rejected.append(refused)
+            coll.rejected.append(refused)
             return refused
-        open_round.received.append(reply.client_id)
-        open_round.client_metrics[reply.client_id] = dict(reply.metrics)
-        open_round.num_examples[reply.client_id] = reply.num_examples
+        coll.received.append(reply.client_id)
+        coll.staleness.append(tau)
+        coll.trained_on.append(reply.model_version)
+        coll.client_metrics.append(dict(reply.metrics))
+        coll.num_examples.append(reply.num_examples)
         return None
 
-    def ready(self, open_round: OpenRound) -> bool:
-        return open_round.answered >= open_round.cohort
+    def ready(self, coll: Collection) -> bool:
+        if coll.cohort is None:
+            return len(coll.received) >= (self.rule.buffer or 1)
+        return coll.answered >= coll.cohort
 
-    def commit(self, state: ServerState, open_round: OpenRound) -> tuple[ServerState, dict]:
-        """Finalize the aggregate and apply the server optimizer: the new global model.
+    def commit(self, state: ServerState, coll: Collection) -> tuple[ServerState, dict]:
+        """Finalize the aggregate, apply the work's server rule and the server optimizer (or
+        FedAsync's mixing): the new global model.
 
         Raises:
             AggregationError: fewer accepted replies than `min_replies`; nothing is applied.
         """
-        if len(open_round.received) < self.min_replies:
+        if coll.cohort is not None and len(coll.received) < self.min_replies:
             raise AggregationError(
-                f"round {open_round.round}: {len(open_round.received)} accepted replies, "
-                f"need {self.min_replies}; rejected: {[r.client_id for r in open_round.rejected]}")
+                f"round {coll.round}: {len(coll.received)} accepted replies, "
+                f"need {self.min_replies}; rejected: {[r.client_id for r in coll.rejected]}")
         agg_state, aggregate, agg_metrics = self.aggregator.finalize(
-            state.aggregator_state, open_round.accumulator)
-        ids = open_round.received
-        self._check_total_weight(agg_metrics, [open_round.num_examples[c] for c in ids])
+            state.aggregator_state, coll.accumulator)
+        self._check_total_weight(agg_metrics, coll.num_examples)
         pseudo_grad, work_state, work_metrics = self.work.apply(
-            state.work_state, aggregate, len(ids), open_round.population)
-        step, opt_state = self.optimizer.update(pseudo_grad, state.optimizer_state, state.params)
+            state.work_state, aggregate, len(coll.received), coll.population)
+        fit = {**weighted_mean(coll.client_metrics, coll.num_examples), **work_metrics}
+        if coll.cohort is None:
+            return self._commit_buffer(state, coll, pseudo_grad, agg_state, work_state,
+                                       {"client_work": fit, "aggregator": agg_metrics})
+        optimizer, extra = self.optimizer, {}
+        if self.rule.asynchronous:  # a secure FedBuff group: its sum weighed by s(τ)
+            tau = state.version - coll.version
+            weight = self.rule.staleness(tau)
+            optimizer = Scaled(self.optimizer, weight)
+            extra = {"staleness": {"mean": float(tau), "max": float(tau), "weight": weight}}
+        step, opt_state = optimizer.update(pseudo_grad, state.optimizer_state, state.params)
         new = replace(state, params=apply_step(state.params, step), version=state.version + 1,
                       optimizer_state=opt_state, aggregator_state=agg_state,
                       work_state=work_state)
-        fit = weighted_mean([open_round.client_metrics[c] for c in ids],
-                            [open_round.num_examples[c] for c in ids])
-        metrics = {"client_work": {**fit, **work_metrics}, "aggregator": agg_metrics,
-                   "server_opt": {"update_norm": global_norm(step)}}
-        return new, metrics
+        return new, {"client_work": fit, "aggregator": agg_metrics,
+                     "server_opt": {"update_norm": global_norm(step)}, **extra}
+
+    def _commit_buffer(self, state: ServerState, coll: Collection, pseudo_grad: Params,
+                       agg_state: Any, work_state: Any, metrics: dict) -> tuple[ServerState,
+                                                                                 dict]:
+        """FedBuff: the server optimizer on the buffered mean; FedAsync: mixing."""
+        rule = self.rule
+        if rule.mixing is None:
+            step, opt_state = self.optimizer.update(pseudo_grad, state.optimizer_state,
+                                                    state.params)
+            params = apply_step(state.params, step)
+        else:  # θ ← (1 - α s(τ)) θ + α s(τ) (θ_τ - Δ)
+            alpha = rule.mixing * rule.staleness(coll.staleness[0])
+            base = state.history[coll.trained_on[0]]
+            params = {n: ((1 - alpha) * p + alpha * (base[n] - pseudo_grad[n])).astype(p.dtype)
+                      for n, p in state.params.items()}
+            opt_state = state.optimizer_state
+        version = state.version + 1
+        history = dict(state.history)
+        if rule.mixing is not None:
+            history[version] = params
+            keep = version - (rule.max_staleness or 0)
+            history = {v: p for v, p in history.items() if v >= keep}
+        new = replace(state, params=params, version=version, optimizer_state=opt_state,
+                      aggregator_state=agg_state, work_state=work_state, history=history)
+        return new, {**metrics,
+                     "staleness": {"mean": sum(coll.staleness) / len(coll.staleness),
+                                   "max": float(max(coll.staleness))},
+                     "server_opt": {"update_norm": global_norm(
+                         {n: params[n] - state.params[n] for n in params})}}
 
     def _check_total_weight(self, agg_metrics: Mapping[str, float], counts: list[int]) -> None:
         """The weights summed must be those the contributors' example counts give: under
@@ -297,16 +372,36 @@ class Strategy:
         return [Task(run_id, round, state.version, TaskKind.EVALUATE, cid, state.params, cfg)
                 for cid in sorted(clients)]
 
-    def _validate(self, open_round: OpenRound, reply: Reply) -> None:
-        if reply.client_id not in open_round.cohort:
-            raise UnknownClient(f"reply from '{reply.client_id}', which was not asked in round "
-                                f"{open_round.round}")
-        if reply.round != open_round.round:
-            raise WrongRound(f"reply from '{reply.client_id}' is for round {reply.round}, "
-                             f"round {open_round.round} is open")
-        if reply.client_id in open_round.answered:
-            raise MalformedUpdate(f"'{reply.client_id}' already answered round {open_round.round}")
+    def _validate(self, state: ServerState, coll: Collection, reply: Reply) -> int:
+        """The reply's staleness τ (versions since its task), or the protocol error."""
+        if coll.cohort is not None:
+            self._validate_member(coll, reply)
+        if reply.model_version > state.version:
+            raise WrongRound(f"update from '{reply.client_id}' claims model version "
+                             f"{reply.model_version}; the newest is {state.version}")
+        tau = state.version - reply.model_version
+        limit = self.rule.max_staleness
+        if coll.cohort is None and limit is not None and tau > limit:
+            raise StaleUpdate(f"update from '{reply.client_id}' was trained on version "
+                              f"{reply.model_version}, the model is at version {state.version}: "
+                              f"staleness {tau} > max_staleness {limit}")
+        if self.rule.mixing is not None and reply.model_version not in state.history:
+            raise StaleUpdate(f"update from '{reply.client_id}' was trained on version "
+                              f"{reply.model_version}, which the server no longer keeps")
         if reply.error is None:
             if reply.update is None:
                 raise MalformedUpdate(f"reply from '{reply.client_id}' carries no update")
-            check_like(reply.update, open_round.spec, f"update from '{reply.client_id}'")
+            check_like(reply.update, coll.spec, f"update from '{reply.client_id}'")
+        return tau
+
+    @staticmethod
+    def _validate_member(coll: Collection, reply: Reply) -> None:
+        assert coll.cohort is not None
+        if reply.client_id not in coll.cohort:
+            raise UnknownClient(f"reply from '{reply.client_id}', which was not asked in round "
+                                f"{coll.round}")
+        if reply.round != coll.round:
+            raise WrongRound(f"reply from '{reply.client_id}' is for round {reply.round}, "
+                             f"round {coll.round} is open")
+        if reply.client_id in coll.answered:
+            raise MalformedUpdate(f"'{reply.client_id}' already answered round {coll.round}")

@@ -7,9 +7,36 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import Field
+
 from fedsilo.algorithms.base import Strategy
-from fedsilo.algorithms.fedavg import fedavg
+from fedsilo.algorithms.fedavg import HyperParams, fedavg
 from fedsilo.optim import adagrad, adam, sgd, yogi
+
+
+class FedAdamParams(HyperParams):
+    server_lr: float = Field(default=0.01, gt=0)
+    beta1: float = Field(default=0.9, ge=0, lt=1)
+    beta2: float = Field(default=0.999, ge=0, lt=1)
+    eps: float = Field(default=1e-8, gt=0)
+
+
+class FedYogiParams(HyperParams):
+    server_lr: float = Field(default=0.01, gt=0)
+    beta1: float = Field(default=0.9, ge=0, lt=1)
+    beta2: float = Field(default=0.99, ge=0, lt=1)
+    tau: float = Field(default=1e-3, gt=0)
+
+
+class FedAdagradParams(HyperParams):
+    server_lr: float = Field(default=0.1, gt=0)
+    beta1: float = Field(default=0.0, ge=0, lt=1)
+    tau: float = Field(default=1e-3, gt=0)
+
+
+class FedAvgMParams(HyperParams):
+    server_lr: float = Field(default=1.0, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
 
 
 def fedadam(client_config: Mapping[str, Any], *, server_lr: float = 0.01, beta1: float = 0.9,

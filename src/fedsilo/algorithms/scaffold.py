@@ -1,5 +1,5 @@
 """SCAFFOLD (Karimireddy et al., "SCAFFOLD: Stochastic Controlled Averaging for Federated
-Learning", ICML 2020, Algorithm 1 with option II).
+Learning", ICML 2020, Algorithm 1 with option II): both halves.
 
 The server keeps the control variate c and sends it with the model; each institution keeps
 its own c_i (it never leaves) and corrects every local step by c - c_i. Replies carry
@@ -15,20 +15,59 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from fedsilo.aggregation import PlainSum, WeightedMean
 from fedsilo.algorithms.base import Strategy
-from fedsilo.algorithms.client_work import CONTROL
-from fedsilo.algorithms.fedavg import fedavg
+from fedsilo.algorithms.fedavg import ClientHalf, HyperParams, WorkResult, fedavg, model_delta
+from fedsilo.client.trainer import Regularizer, TrainConfig, Trainer
 from fedsilo.core.params import Params, ParamSpec, global_norm, prefixed, split_prefixed
+from fedsilo.errors import ConfigError, ProtocolError
 from fedsilo.optim import sgd
+
+CONTROL = "scaffold.c/"    # the server's c in a task, Δc_i in a reply
+
+
+class ScaffoldParams(HyperParams):
+    server_lr: float = Field(default=1.0, gt=0)  # η_g
+
+
+def scaffold_client(trainer: Trainer, params: Params, config: dict[str, Any],
+                    rng: np.random.Generator, state: dict[str, Any]) -> WorkResult:
+    """K local SGD steps on ∇L_i(y) - c_i + c, then (option II)
+    c_i⁺ = c_i - c + (θ - y) / (K η_l); returns θ - y and Δc_i = c_i⁺ - c_i. c_i is kept in
+    `state["scaffold_c"]`.
+
+    Raises:
+        ProtocolError: the task carries no server control variate.
+        ConfigError: a client optimizer other than plain SGD.
+    """
+    model, c = split_prefixed(params, CONTROL)
+    if set(c) != set(model):
+        raise ProtocolError("scaffold: the task must carry the server control variate for "
+                            "every parameter")
+    cfg = TrainConfig.from_mapping(config)
+    if cfg.optimizer != "sgd" or cfg.momentum:
+        raise ConfigError("scaffold: the control-variate update assumes plain local SGD "
+                          "(client optimizer 'sgd', momentum 0)")
+    ci = state.get("scaffold_c") or {n: np.zeros_like(a) for n, a in c.items()}
+    correction = {n: c[n] - ci[n] for n in c}
+    new, n, metrics = trainer.fit(model, cfg, rng, Regularizer(correction=correction))
+    delta = model_delta(model, new)
+    k_lr = metrics["local_steps"] * cfg.lr
+    ci_new = {k: (ci[k] - c[k] + delta[k] / k_lr).astype(c[k].dtype) for k in c}
+    state["scaffold_c"] = ci_new
+    return {**delta, **prefixed({k: ci_new[k] - ci[k] for k in c}, CONTROL)}, n, metrics
+
+
+SCAFFOLD_CLIENT = ClientHalf("scaffold", scaffold_client, CONTROL)
 
 
 @dataclass(frozen=True)
 class ScaffoldWork:
     """The server half of SCAFFOLD's client work; its state is the control variate c."""
 
-    name: str = "scaffold"
+    name: str = SCAFFOLD_CLIENT.name
 
     def init(self, params: Params) -> Params:
         return {n: np.zeros_like(p) for n, p in params.items()}

@@ -124,6 +124,7 @@ def server_cmd(args: argparse.Namespace, console: Console) -> int:
             console.print(f"starting without {', '.join(missing)} (not connected within "
                           f"--wait {args.wait:g} s; they may join later rounds)",
                           highlight=False)
+        from fedsilo.engine.clock import WallClock
         from fedsilo.session import run_session
 
         recorder = resumed or _recorder(cfg, schema, False, console, args.kit)
@@ -133,7 +134,7 @@ def server_cmd(args: argparse.Namespace, console: Console) -> int:
                                   listener=lambda ev: _print_round(console, ev),
                                   timeout=cfg.run.round_timeout or 300.0,
                                   keys=_kit_keys(args.kit), recorder=recorder,
-                                  resume=args.resume)
+                                  resume=args.resume, clock=WallClock())  # real time
         except FedsiloError:  # a refused run is over, not resumable (a signal or crash is)
             recorder.finish("failed")
             raise

@@ -27,7 +27,7 @@ else:  # pragma: no cover
 log = logging.getLogger(__name__)
 FILENAME = "policy.toml"
 STRATEGIES = ("fedavg", "fedsgd", "fedadam", "fedavgm", "fedyogi", "fedadagrad", "fedprox",
-              "scaffold", "fednova", "fedbuff", "fedasync")
+              "scaffold", "fednova", "feddyn", "fedbuff", "fedasync")
 MODELS = ("linear_regression", "logistic_regression", "mlp")
 METRICS = ("accuracy", "log_loss", "auc", "rmse", "mse", "mae", "r2", "loss")
 PROTECTION = {"secagg+": ("secagg+", "secagg"), "ckks": ("ckks",),

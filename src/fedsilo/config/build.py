@@ -5,25 +5,23 @@ built."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 
 from fedsilo.aggregation.build import build_aggregator
-from fedsilo.algorithms.asynchronous import AsyncStrategy, fedasync, fedbuff
+from fedsilo.algorithms.asynchronous import fedasync, fedbuff
 from fedsilo.algorithms.base import Strategy
-from fedsilo.algorithms.fedavg import fedavg, fedprox, fedsgd
-from fedsilo.algorithms.fednova import fednova
-from fedsilo.algorithms.fedopt import fedadagrad, fedadam, fedavgm, fedyogi
-from fedsilo.algorithms.sampling import Stragglers
-from fedsilo.algorithms.scaffold import scaffold
+from fedsilo.algorithms.commit import CommitRule
+from fedsilo.algorithms.registry import registered
+from fedsilo.algorithms.sampling import Stragglers, UniformSampler
 from fedsilo.algorithms.staleness import Staleness
-from fedsilo.config.schema import STRATEGY_KEYS, RunConfig
+from fedsilo.config.schema import CommitSection, RunConfig
 from fedsilo.core.rng import derive_seed
 from fedsilo.data.preprocessing import Preprocessor
 from fedsilo.data.schema import Schema
-from fedsilo.engine.clock import VirtualClock
+from fedsilo.engine.clock import Clock, VirtualClock, WallClock
 from fedsilo.errors import ConfigError
 from fedsilo.optim import sgd
 
@@ -74,9 +72,27 @@ def privacy_accountant(cfg: RunConfig) -> Any:
 
 
 def aggregator_spec(cfg: RunConfig, institutions: int = 1) -> dict[str, Any]:
+    """The aggregator's JSON-able spec (aggregation/build.py): the short form, or with
+    [[aggregation.layers]] the whole stack as a list (plus the "secure" and "privacy" it
+    holds, which institutions' site policies check), checked here: a ConfigError names both
+    settings of a conflict (a robust rule under DP, topk with an async strategy)."""
+    from fedsilo.aggregation.build import stack_entries
+
     a = cfg.aggregation
     privacy = privacy_spec(cfg, institutions)
     uniform = privacy is not None or cfg.strategy.name == "scaffold"  # SCAFFOLD: uniform means
+    if a.layers is not None:
+        if cfg.run.mode == "async" and any(e.get("kind") == "topk" for e in a.layers):
+            raise ConfigError("aggregation.layers 'topk' and run.mode = 'async' conflict: "
+                              "staleness weighting rescales every array of a reply, the "
+                              "sparse indices too")
+        weighted = cfg.strategy.weighted and not uniform
+        stack = {"layers": stack_entries(a.layers, weighted=weighted, privacy=privacy,
+                                         secure=a.secure_spec(), default=a.default_bound),
+                 **({"privacy": privacy} if privacy else {}),
+                 **({"secure": a.secure_spec()} if a.secure != "none" else {})}
+        build_aggregator(stack)  # refuses an unsound stack now, naming both layers
+        return stack
     spec: dict[str, Any] = {"layer": "mean" if a.robust == "none" else a.robust,
                             "weighted": cfg.strategy.weighted and not uniform}
     if a.robust != "none":
@@ -106,11 +122,14 @@ def run_setup(cfg: RunConfig, prepare: Mapping[str, Any], preprocessor: Preproce
 
 
 def build_strategy(cfg: RunConfig, setup: Mapping[str, Any] | None = None,
-                   keys: Mapping[str, bytes] | None = None) -> Strategy:
+                   keys: Mapping[str, bytes] | None = None, institutions: int = 1) -> Strategy:
     """The strategy named in [strategy]; its tasks carry the [client] settings and `setup`.
     `keys`: the server's local key material (the CKKS public context)."""
     spec = setup["aggregator"] if setup is not None else aggregator_spec(cfg)
-    strategy = _strategy(cfg, keys, spec)
+    if cfg.run.mode == "async":
+        strategy = _async_strategy(cfg, keys, spec, institutions)
+    else:
+        strategy = _strategy(cfg, keys, spec)
     if setup is None:
         return strategy
     return dataclasses.replace(strategy, client_config={**strategy.client_config,
@@ -131,51 +150,65 @@ def client_settings(cfg: RunConfig) -> dict[str, Any]:
     return client
 
 
-def build_async_strategy(cfg: RunConfig, setup: Mapping[str, Any] | None = None,
-                         keys: Mapping[str, bytes] | None = None) -> AsyncStrategy:
-    """FedAsync or FedBuff as [strategy] names it; tasks carry [client] and `setup`."""
+def _async_strategy(cfg: RunConfig, keys: Mapping[str, bytes] | None,
+                    spec: Mapping[str, Any], institutions: int) -> Strategy:
+    """An asynchronous run (run.mode = 'async'): FedAsync or FedBuff as [strategy] names
+    them, or any other strategy (its client work and server rule) committing every
+    [commit] buffer_size updates (default: as many as there are `institutions`). Under
+    central or distributed DP an institution that contributed waits for the commit (at most
+    one update of it per commit: the sensitivity the noise is calibrated to; each commit is
+    accounted as one release)."""
     s = cfg.strategy
-    spec = setup["aggregator"] if setup is not None else aggregator_spec(cfg)
-    client = client_settings(cfg)
-    if setup is not None:
-        client["setup"] = dict(setup)
     aggregator = build_aggregator(spec, keys)
-    staleness = Staleness(s.staleness, s.staleness_a, s.staleness_b)
+    barrier = cfg.clock.barrier or cfg.privacy.mode in ("central", "distributed")
     if s.name == "fedasync":
-        return fedasync(client, aggregator, sgd(1.0), mixing=s.mixing, staleness=staleness,
+        return fedasync(client_settings(cfg), aggregator, sgd(1.0), mixing=s.mixing,
+                        staleness=Staleness(s.staleness, s.staleness_a, s.staleness_b),
+                        barrier=barrier,
                         max_staleness=16 if s.max_staleness is None else s.max_staleness)
-    return fedbuff(client, aggregator, sgd(s.server_lr or 1.0), buffer_size=s.buffer_size,
-                   staleness=staleness, max_staleness=s.max_staleness)
+    if s.name == "fedbuff":
+        return fedbuff(client_settings(cfg), aggregator, sgd(s.server_lr or 1.0),
+                       buffer_size=s.buffer_size,
+                       staleness=Staleness(s.staleness, s.staleness_a, s.staleness_b),
+                       max_staleness=s.max_staleness, barrier=barrier)
+    c = cfg.commit or CommitSection()
+    rule = CommitRule(c.buffer_size or max(institutions, 1), None,
+                      Staleness(c.staleness, c.staleness_a, c.staleness_b), c.max_staleness,
+                      barrier)
+    return dataclasses.replace(_strategy(cfg, keys, spec), rule=rule,
+                               sampler=UniformSampler(1.0, 1), min_replies=1, stragglers=None)
 
 
-def build_clock(cfg: RunConfig) -> VirtualClock:
+def build_clock(cfg: RunConfig, default: str = "wall") -> Clock:
+    """The clock [clock] kind names, else `default`: virtual (simulated seconds) or wall."""
     c = cfg.clock
+    if (c.kind or default) == "wall":
+        return WallClock()
     return VirtualClock(c.seconds_per_example, dict(c.speeds), c.delay, c.delay_mean,
                         dict(c.delays), cfg.run.seed)
 
 
 def _strategy(cfg: RunConfig, keys: Mapping[str, bytes] | None,
               spec: Mapping[str, Any]) -> Strategy:
+    """The synchronous strategy [strategy] names, built by its registry line with its typed
+    hyper-parameters (algorithms/registry.py).
+
+    Raises:
+        ConfigError: an asynchronous strategy (build_async_strategy builds those).
+    """
     s = cfg.strategy
+    entry = registered(s.name)
     client = client_settings(cfg)
     aggregator = build_aggregator(spec, keys)
-    if s.name == "fedsgd":
-        return fedsgd(s.server_lr or cfg.client.lr, fraction=s.fraction,
-                      min_clients=min_replies(cfg), aggregator=aggregator)
+    if entry.build is None:
+        raise ConfigError(f"strategy '{s.name}' is asynchronous: run.mode = 'async' builds it")
     stragglers = Stragglers(s.stragglers, s.straggler_policy) if s.stragglers else None
     common: dict[str, Any] = {"fraction": s.fraction, "min_clients": min_replies(cfg),
                               "aggregator": aggregator, "stragglers": stragglers}
-    hyper = [k for k, users in STRATEGY_KEYS.items() if s.name in users]  # what it takes
-    given = {k: getattr(s, k) for k in hyper if getattr(s, k) is not None}
-    if s.server_lr is not None:
-        given["server_lr"] = s.server_lr
-    return _BUILDERS[s.name](client, **given, **common)
-
-
-_BUILDERS: dict[str, Callable[..., Strategy]] = {
-    "fedavg": fedavg, "fedavgm": fedavgm, "fedadam": fedadam, "fedyogi": fedyogi,
-    "fedadagrad": fedadagrad, "fedprox": fedprox, "scaffold": scaffold, "fednova": fednova,
-}
+    # a section copied under another name keeps its keys: the strategy's own only
+    takes = entry.params.model_fields
+    hyper = {k: v for k, v in s.hyper.model_dump().items() if k in takes}
+    return entry.build(client, **entry.params.model_validate(hyper).model_dump(), **common)
 
 
 def personalization_config(cfg: RunConfig) -> dict[str, Any]:

@@ -9,9 +9,20 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from fedsilo.aggregation.secure.threshold import check_cohort
+from fedsilo.algorithms.fedavg import FedAvgParams, HyperParams
+from fedsilo.algorithms.registry import STRATEGY_NAMES, STRATEGY_REGISTRY
 from fedsilo.algorithms.sampling import cohort_size
 from fedsilo.errors import ConfigError, FedsiloError
 from fedsilo.limits import MAX_COLUMNS, MAX_INSTITUTIONS, MAX_LEVELS
@@ -153,60 +164,97 @@ class ClientSection(_Section):
         return cfg
 
 
+# the strategies the golden results and the conformance suite were recorded for
+# (tests/golden imports this list); every strategy fedsilo knows is in
+# fedsilo.algorithms.registry (STRATEGY_NAMES), FedDyn included
 STRATEGIES = ("fedavg", "fedsgd", "fedadam", "fedavgm", "fedyogi", "fedadagrad", "fedprox",
               "scaffold", "fednova", "fedasync", "fedbuff")
 ASYNC_STRATEGIES = ("fedasync", "fedbuff")
 # hyper-parameter -> the strategies that take it (any other strategy refuses it)
 STRATEGY_KEYS: dict[str, tuple[str, ...]] = {
-    "momentum": ("fedavgm",),
-    "beta1": ("fedadam", "fedyogi", "fedadagrad"),
-    "beta2": ("fedadam", "fedyogi"),
-    "eps": ("fedadam",),
-    "tau": ("fedyogi", "fedadagrad"),
-    "mu": ("fedprox",),
-    "buffer_size": ("fedbuff",),
-    "mixing": ("fedasync",),
-    "staleness": ASYNC_STRATEGIES,
-    "staleness_a": ASYNC_STRATEGIES,
-    "staleness_b": ASYNC_STRATEGIES,
-    "max_staleness": ASYNC_STRATEGIES,
-}
+    key: tuple(n for n, e in STRATEGY_REGISTRY.items() if key in e.params.model_fields)
+    for entry in STRATEGY_REGISTRY.values() for key in entry.params.model_fields}
+# the flat section of earlier versions listed every key; a dumped config holds these values
+# for the keys its strategy did not take, and still parses
+_FORMER_DEFAULTS: dict[str, Any] = {
+    "server_lr": None, "momentum": 0.9, "beta1": None, "beta2": None, "eps": 1e-8,
+    "tau": 1e-3, "mu": 0.01, "buffer_size": 10, "mixing": 0.6, "staleness": "polynomial",
+    "staleness_a": 0.5, "staleness_b": 4.0, "max_staleness": None}
 
 
 class StrategySection(_Section):
-    """The federated algorithm and its hyper-parameters. A hyper-parameter given for a
-    strategy that does not use it is an error (it would silently do nothing)."""
+    """The federated algorithm and its hyper-parameters, in one flat section: `name`, the
+    common keys below, and the keys the named strategy takes (its `HyperParams` model in
+    algorithms/registry.py), held typed in `hyper` and read as `section.<key>`. A key the
+    strategy does not take is an error (it would silently do nothing); a key set to None
+    means the strategy's default."""
 
-    name: Literal["fedavg", "fedsgd", "fedadam", "fedavgm", "fedyogi", "fedadagrad", "fedprox",
-                  "scaffold", "fednova", "fedasync", "fedbuff"] = "fedavg"
+    name: Literal[STRATEGY_NAMES] = "fedavg"  # type: ignore[valid-type]
     fraction: float = Field(default=1.0, gt=0, le=1)
     min_clients: int = Field(default=1, ge=1)
-    weighted: bool = True
-    server_lr: float | None = Field(default=None, gt=0)
-    momentum: float = Field(default=0.9, ge=0, lt=1)
-    beta1: float | None = Field(default=None, ge=0, lt=1)
-    beta2: float | None = Field(default=None, ge=0, lt=1)
-    eps: float = Field(default=1e-8, gt=0)
-    tau: float = Field(default=1e-3, gt=0)
-    mu: float = Field(default=0.01, ge=0)
+    weighted: bool = True  # uniform-mean strategies (SCAFFOLD, FedDyn): false by default
     stragglers: float = Field(default=0.0, ge=0, le=1)
     straggler_policy: Literal["drop", "partial"] = "partial"
-    buffer_size: int = Field(default=10, ge=1)
-    mixing: float = Field(default=0.6, gt=0, le=1)
-    staleness: Literal["constant", "polynomial", "hinge"] = "polynomial"
-    staleness_a: float = Field(default=0.5, ge=0)
-    staleness_b: float = Field(default=4.0, ge=0)
-    max_staleness: int | None = Field(default=None, ge=0)
+    hyper: HyperParams = Field(default_factory=FedAvgParams)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hyper_of_strategy(cls, data: Any) -> Any:
+        """Split the flat keys: the common ones stay, the rest must be the named strategy's
+        and are validated by its model (errors name `strategy.<key>`)."""
+        if not isinstance(data, dict) or isinstance(data.get("hyper"), HyperParams):
+            return data
+        common = {k: v for k, v in data.items() if k in cls.model_fields and k != "hyper"}
+        name = data.get("name", "fedavg")
+        entry = STRATEGY_REGISTRY.get(name) if isinstance(name, str) else None
+        if entry is None:  # the name's own error lists the strategies
+            return common
+        given = {k: v for k, v in data.items() if k not in common and v is not None}
+        takes = entry.params.model_fields
+        for key in sorted(given):
+            if key not in takes and (key not in _FORMER_DEFAULTS
+                                     or given[key] != _FORMER_DEFAULTS[key]):
+                raise ValueError(_not_taken(name, key, list(takes)))
+        if entry.uniform:
+            common.setdefault("weighted", False)
+        hyper = entry.params.model_validate({k: v for k, v in given.items() if k in takes})
+        return {**common, "hyper": hyper}
 
     @model_validator(mode="after")
-    def _keys_fit_strategy(self) -> StrategySection:
-        for key in sorted(self.model_fields_set):  # a default value passes (a dumped config)
-            users = STRATEGY_KEYS.get(key)
-            default = type(self).model_fields[key].default
-            if users is not None and self.name not in users and getattr(self, key) != default:
-                raise ValueError(f"strategy '{self.name}' does not take '{key}' "
-                                 f"({', '.join(users)} does)")
+    def _hyper_fits_name(self) -> StrategySection:
+        if type(self.hyper) is not STRATEGY_REGISTRY[self.name].params:
+            raise ValueError(f"strategy '{self.name}' takes "
+                             f"{STRATEGY_REGISTRY[self.name].params.__name__}, not "
+                             f"{type(self.hyper).__name__}")
         return self
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler: SerializerFunctionWrapHandler,
+              info: SerializationInfo) -> dict[str, Any]:
+        """Dumped flat, as written: the common keys, then the strategy's own."""
+        out = dict(handler(self))
+        out.pop("hyper", None)
+        return {**out, **self.hyper.model_dump(mode=info.mode)}
+
+    def __getattr__(self, key: str) -> Any:
+        """A hyper-parameter by its flat name (`cfg.strategy.server_lr`): the named strategy's
+        value; for a key it does not take, the value the flat section used to default to."""
+        hyper = self.__dict__.get("hyper")
+        if hyper is not None and key in type(hyper).model_fields:
+            return getattr(hyper, key)
+        if key in _FORMER_DEFAULTS:
+            return _FORMER_DEFAULTS[key]
+        return super().__getattr__(key)  # type: ignore[misc]
+
+
+def _not_taken(name: str, key: str, takes: list[str]) -> str:
+    """Why `key` is refused for strategy `name`, and what it takes."""
+    users = STRATEGY_KEYS.get(key)
+    who = f"{', '.join(users)} does" if users else "no strategy does"
+    common = [k for k in StrategySection.model_fields if k not in ("name", "hyper")]
+    own = f"{', '.join(takes)} and" if takes else "only"
+    return (f"strategy '{name}' does not take '{key}' ({who}); {name} takes {own} the "
+            f"common keys {', '.join(common)}")
 
 
 class AggregationSection(_Section):
@@ -226,17 +274,42 @@ class AggregationSection(_Section):
     select: int | None = Field(default=None, ge=1)
     norm_bound: float | None = Field(default=None, gt=0)
     default_bound: bool = True  # plain mean, K >= 4: updates above 5x the median norm scaled
+    # [[aggregation.layers]]: the stack top-down, e.g. { kind = "topk", fraction = 0.1 }
+    # (kinds and settings: aggregation/build.py CONFIG_LAYERS); instead of robust/norm_bound
+    layers: list[dict[str, Any]] | None = None
 
     @model_validator(mode="after")
     def _needs_threshold(self) -> AggregationSection:
         if self.secure in ("secagg+", "secagg") and self.threshold is None:
             raise ValueError(f"secure = '{self.secure}' needs 'threshold' (Shamir t)")
+        if self.layers is not None:
+            return self._layers_fit()
         clear = self.robust if self.robust != "none" else (
             "norm_bound" if self.norm_bound is not None else None)
         if clear and self.secure != "none":
             raise ValueError(f"'{clear}' needs each institution's update in the clear and "
                              f"secure = '{self.secure}' hides them: choose one")
         return self
+
+    def _layers_fit(self) -> AggregationSection:
+        from fedsilo.aggregation.build import SHORT_FORMS, config_stack_problem
+
+        assert self.layers is not None
+        given = {k: getattr(self, k) for k in SHORT_FORMS if k in self.model_fields_set}
+        problem = config_stack_problem(self.layers, given, self.secure_spec())
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    def secure_spec(self) -> dict[str, Any] | None:
+        """The secure sum's part of the aggregator spec, or None."""
+        if self.secure == "ckks":
+            return {"protocol": "ckks"}
+        if self.secure == "none":
+            return None
+        return {"protocol": self.secure, "threshold": self.threshold,
+                "neighbours": self.neighbours, "frac_bits": self.frac_bits,
+                "max_abs": self.max_abs, "ring_bits": self.ring_bits}
 
 
 class PersonalizationSection(_Section):
@@ -252,9 +325,12 @@ class PersonalizationSection(_Section):
 
 
 class ClockSection(_Section):
-    """The virtual clock of asynchronous simulations (simulated seconds): a task takes
-    examples × seconds_per_example / speed plus a network delay."""
+    """The clock a run is driven under. 'virtual' (the default of `fedsilo run`): simulated
+    seconds, a task takes examples × seconds_per_example / speed plus a network delay
+    (asynchronous runs; a synchronous round waits for its whole cohort). 'wall' (the default
+    of a session over a network transport; `fedsilo server` always): real time."""
 
+    kind: Literal["virtual", "wall"] | None = None
     seconds_per_example: float = Field(default=1e-3, ge=0)
     speeds: dict[str, float] = {}
     delay: Literal["constant", "exponential", "lognormal"] = "constant"
@@ -294,6 +370,19 @@ class PrivacySection(_Section):
     local_epsilon: dict[str, float] = {}
 
 
+class CommitSection(_Section):
+    """How an asynchronous run (run.mode = 'async') of a synchronous strategy (fedavg,
+    fedprox, scaffold, fednova, fedadam, ...) commits: FedBuff's buffer of K accepted
+    updates, each weighed by its staleness s(τ) (fedbuff and fedasync take these keys in
+    [strategy] instead). buffer_size: default the number of institutions."""
+
+    buffer_size: int | None = Field(default=None, ge=1)
+    staleness: Literal["constant", "polynomial", "hinge"] = "polynomial"
+    staleness_a: float = Field(default=0.5, ge=0)
+    staleness_b: float = Field(default=4.0, ge=0)
+    max_staleness: int | None = Field(default=None, ge=0)
+
+
 class RunConfig(_Section):
     """A whole simulation: run, data, model, client, strategy sections."""
 
@@ -307,6 +396,7 @@ class RunConfig(_Section):
     personalization: PersonalizationSection = Field(default_factory=PersonalizationSection)
     attack: AttackSection = Field(default_factory=AttackSection)
     clock: ClockSection = Field(default_factory=ClockSection)
+    commit: CommitSection | None = None
     store: StoreSection = Field(default_factory=StoreSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
     base_dir: Path = Path(".")
@@ -337,27 +427,42 @@ class RunConfig(_Section):
         return self
 
     def _async_fits(self) -> None:
-        is_async = self.strategy.name in ASYNC_STRATEGIES
-        if is_async != (self.run.mode == "async"):
-            raise ValueError(f"strategy '{self.strategy.name}' needs run.mode = "
-                             f"'{'async' if is_async else 'sync'}'; async strategies: "
+        name, is_async = self.strategy.name, self.run.mode == "async"
+        if name in ASYNC_STRATEGIES and not is_async:
+            raise ValueError(f"strategy '{name}' needs run.mode = 'async'; async strategies: "
                              f"{', '.join(ASYNC_STRATEGIES)}")
+        if self.commit is not None and (not is_async or name in ASYNC_STRATEGIES):
+            raise ValueError("[commit] sets the buffer of an asynchronous run (run.mode = "
+                             "'async') of a synchronous strategy; fedbuff and fedasync take "
+                             "buffer_size and the staleness keys in [strategy]")
         if not is_async:
             return
-        secure = self.aggregation.secure
-        if secure != "none" and (self.strategy.name != "fedbuff" or secure == "ckks"):
+        secure, buffer = self.aggregation.secure, self.commit_buffer()
+        if secure != "none" and (name == "fedasync" or secure == "ckks"):
             raise ValueError("asynchronous secure aggregation is FedBuff with secure = "
                              "'secagg+' or 'secagg' (each buffer is a secure group); not "
-                             f"{self.strategy.name} with '{secure}'")
-        if secure != "none" and self.strategy.buffer_size <= (self.aggregation.threshold or 0):
-            raise ValueError(f"secure FedBuff: buffer_size ({self.strategy.buffer_size}) must "
-                             f"exceed the Shamir threshold ({self.aggregation.threshold})")
-        if self.privacy.mode in ("central", "distributed"):
-            raise ValueError("asynchronous strategies cannot use central or distributed DP "
-                             "yet (local DP-SGD works)")
+                             f"{name} with '{secure}'")
+        if secure != "none" and buffer is not None and buffer <= (self.aggregation.threshold
+                                                                  or 0):
+            raise ValueError(f"secure FedBuff: buffer_size ({buffer}) must exceed the Shamir "
+                             f"threshold ({self.aggregation.threshold})")
+        m = self.privacy.min_contributors or self.strategy.min_clients
+        if self.privacy.mode in ("central", "distributed") and buffer is not None and buffer < m:
+            raise ValueError(f"privacy.mode = '{self.privacy.mode}' in async mode: every commit "
+                             f"must hold min_contributors = {m} institutions' updates, and the "
+                             f"buffer holds {buffer}")
         if self.strategy.stragglers:
             raise ValueError("stragglers are a synchronous notion; in async mode give slow "
                              "institutions a lower [clock] speed")
+
+    def commit_buffer(self) -> int | None:
+        """Updates per commit of an asynchronous run (FedAsync: 1; None: as many as there
+        are institutions)."""
+        if self.strategy.name == "fedasync":
+            return 1
+        if self.strategy.name == "fedbuff":
+            return int(self.strategy.buffer_size)
+        return (self.commit or CommitSection()).buffer_size
 
     def check_institutions(self, count: int) -> None:
         """Raise ConfigError if a run of this config cannot work with `count` institutions

@@ -1,5 +1,6 @@
-"""The virtual clock of asynchronous simulations: how long an institution's task takes in
-simulated seconds, so runs are fast, deterministic and comparable in simulated wall time.
+"""The clocks a run is driven under (engine/drivers.py). The virtual clock of simulations:
+how long an institution's task takes in simulated seconds, so runs are fast, deterministic
+and comparable in simulated wall time.
 
 duration = examples processed × seconds_per_example / speed + network delay, where speed is
 the institution's relative compute speed (1 = the reference; 0.2 = five times slower) and
@@ -65,6 +66,14 @@ class VirtualClock:
             return float(rng.exponential(mean))
         sigma = 0.5  # log-normal with the given mean
         return float(rng.lognormal(np.log(mean) - sigma**2 / 2, sigma))
+
+
+@dataclass(frozen=True)
+class WallClock:
+    """Real time: tasks run where the institutions are, replies count as they arrive."""
+
+
+Clock = VirtualClock | WallClock | None  # None: simulated, every task takes no time
 
 
 def examples_processed(config: Mapping[str, Any], num_examples: int) -> int:

@@ -15,13 +15,12 @@ import torch
 
 from fedsilo.client.factory import ModelCache, make_trainer
 from fedsilo.client.institution import Institution
-from fedsilo.config.build import build_schema
+from fedsilo.config.build import build_clock, build_schema
 from fedsilo.config.schema import PrivacySection, RunConfig
 from fedsilo.data.checks import check_table
 from fedsilo.data.prepare import InstitutionSplit, local_data, pooled
-from fedsilo.engine.async_runner import AsyncHistory
 from fedsilo.engine.events import Listener
-from fedsilo.engine.sync_runner import RunHistory
+from fedsilo.engine.flow import RunHistory
 from fedsilo.errors import DataError
 from fedsilo.evaluation.metrics import PRIMARY, weighted_mean
 from fedsilo.evaluation.plots import plot_rounds
@@ -37,7 +36,7 @@ PhaseListener = Callable[[str, int], Listener | None]
 @dataclass
 class SimulationResult:
     config: RunConfig
-    history: RunHistory | AsyncHistory
+    history: RunHistory
     comparison: Comparison | None
     feature_names: list[str]
     output_dir: Path | None = None
@@ -87,7 +86,7 @@ def run_simulation(cfg: RunConfig, phase: PhaseListener | None = None, write: bo
         run_id = recorder.run_id if recorder is not None else cfg.run.name
         session = run_session(cfg, InProcessTransport(handlers), schema, run_id,
                               listener=phase("federated", cfg.run.rounds), keys=public,
-                              recorder=recorder)
+                              recorder=recorder, clock=build_clock(cfg, "virtual"))
         comparison = _compare(cfg, institutions, session, phase) if cfg.run.compare else None
         result = SimulationResult(cfg, session.history, comparison,
                                   session.preprocessor.feature_names)
@@ -139,7 +138,7 @@ def _compare(cfg: RunConfig, institutions: Mapping[str, Institution], fed: Sessi
         own = run_session(alone, InProcessTransport({name: Institution(name, split=inst.split(
             fed.setup["data"]))}), schema, f"{cfg.run.name}/local/{name}",
             listener=phase(f"local-only {name}", cfg.run.rounds),
-            evaluate_every=cfg.run.rounds, classes=classes)
+            evaluate_every=cfg.run.rounds, classes=classes, clock=build_clock(cfg, "virtual"))
         scores = _score_everywhere(cfg, own, splits)
         local[name] = scores[name]
         local_everywhere[name] = weighted_mean(list(scores.values()),
@@ -147,7 +146,8 @@ def _compare(cfg: RunConfig, institutions: Mapping[str, Institution], fed: Sessi
     everyone = Institution("pooled", split=pooled(splits))
     pool = run_session(alone, InProcessTransport({"pooled": everyone}), schema,
                        f"{cfg.run.name}/pooled", listener=phase("pooled", cfg.run.rounds),
-                       evaluate_every=cfg.run.rounds, classes=classes)
+                       evaluate_every=cfg.run.rounds, classes=classes,
+                       clock=build_clock(cfg, "virtual"))
     without_dp = None
     if cfg.privacy.mode != "none":  # same federation, same data, no noise and no clipping
         plain = no_dp.model_copy(update={"aggregation": cfg.aggregation.model_copy(
@@ -157,7 +157,8 @@ def _compare(cfg: RunConfig, institutions: Mapping[str, Institution], fed: Sessi
         session = run_session(plain, InProcessTransport(dict(members)), schema,
                               f"{cfg.run.name}/no-dp",
                               listener=phase("federated, no DP", cfg.run.rounds),
-                              evaluate_every=cfg.run.rounds, classes=classes)
+                              evaluate_every=cfg.run.rounds, classes=classes,
+                              clock=build_clock(cfg, "virtual"))
         without_dp = session.history.events[-1].evaluation
     sizes = {s.name: len(s.test) for s in splits}
     return build_comparison(PRIMARY[schema.task], sizes, local, local_everywhere,

@@ -114,6 +114,8 @@ def load_checkpoint(folder: Path) -> Checkpoint | None:
             done = int(meta["round"])
         if not isinstance(state, ServerState) or done < 0:
             raise TypeError("no server state")
+        state = dataclasses.replace(state, history={int(v): p for v, p in
+                                                    state.history.items()})
     except Exception as e:  # any damage: truncated zip, wrong arrays, bad JSON, bad fields
         raise ConfigError(f"checkpoint {path} cannot be read ({type(e).__name__}): it is "
                           f"damaged or not a fedsilo checkpoint. Restore it from a backup, or "

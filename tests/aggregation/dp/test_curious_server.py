@@ -36,7 +36,8 @@ from fedsilo.config.build import (
 from fedsilo.config.schema import load_config, parse_config
 from fedsilo.core.messages import ErrorInfo, Reply, Task, TaskKind
 from fedsilo.core.rng import generator
-from fedsilo.engine.sync_runner import RunSettings, run_sync
+from fedsilo.engine.drivers import train
+from fedsilo.engine.flow import RunSettings
 from fedsilo.errors import ConfigError
 from fedsilo.simulation.run import run_simulation
 from fedsilo.transport.inprocess import InProcessTransport
@@ -205,7 +206,7 @@ def distributed_round(secure, dropped):
                         build_aggregator(spec, institution))
         handlers[name] = Spy(client, asked, drops=name in dropped)
     initial = handlers[NAMES[0]].client.trainer.initial_params()
-    history = run_sync(strategy, InProcessTransport(handlers), initial, RunSettings("r", 5, 1))
+    history = train(strategy, InProcessTransport(handlers), initial, RunSettings("r", 5, 1))
     return history, asked
 
 

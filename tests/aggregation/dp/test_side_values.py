@@ -103,7 +103,7 @@ def scaffold_round(cfg, noise_seed):
     state = strategy.init(initial_params(cfg, pre))
     tasks, open_round = strategy.configure(state, sorted(clients), 1, "side-values", 11)
     for task in tasks:
-        assert strategy.accept(open_round, clients[task.client_id].handle(task)) is None
+        assert strategy.accept(state, open_round, clients[task.client_id].handle(task)) is None
     assert len(open_round.received) == len(clients) == open_round.population  # |S|/N = 1
     new, metrics = strategy.commit(state, open_round)
     return state, new, metrics, [clients[c] for c in open_round.received]

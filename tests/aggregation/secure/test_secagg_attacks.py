@@ -30,7 +30,7 @@ from fedsilo.config.build import build_schema
 from fedsilo.config.schema import RunConfig, load_config, parse_config
 from fedsilo.core.messages import ErrorInfo, Reply, Task, TaskKind
 from fedsilo.core.params import ArraySpec
-from fedsilo.engine.sync_runner import RunHistory
+from fedsilo.engine.flow import RunHistory
 from fedsilo.errors import ConfigError, ProtocolError, SecureAggregationAborted
 from fedsilo.session import run_session
 from fedsilo.simulation.institutions import load_tables
@@ -462,8 +462,11 @@ class KeySwapping(InProcessTransport):
         self.public = [crypto.keypair()[1], crypto.keypair()[1]]
         KeySwapping.made.append(self)
 
-    def dispatch(self, tasks: Sequence[Task]) -> None:
+    def dispatch(self, tasks: Sequence[Task]) -> None:  # real time
         super().dispatch([self._swap(t) for t in tasks])
+
+    def call(self, task: Task) -> Reply:  # simulated time
+        return super().call(self._swap(task))
 
     def _swap(self, task: Task) -> Task:
         payload = task.config.get("payload", {})

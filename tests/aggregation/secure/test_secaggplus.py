@@ -18,7 +18,8 @@ from fedsilo.client.client import Client
 from fedsilo.client.models import build_model
 from fedsilo.client.torch_trainer import TorchTrainer
 from fedsilo.core.messages import ErrorInfo, Reply, Task, TaskKind
-from fedsilo.engine.sync_runner import RunSettings, run_sync
+from fedsilo.engine.drivers import train
+from fedsilo.engine.flow import RunSettings
 from fedsilo.errors import ConfigError
 from fedsilo.transport.inprocess import InProcessTransport
 from tests.algorithms.test_fedavg_math import binary_data
@@ -62,7 +63,7 @@ def run(names, spec, drop=None, rounds=1, wrap=None):
             handlers[name] = wrap[name](client)
     initial = next(iter(handlers.values()))
     initial = (initial.client if isinstance(initial, DropAt) else initial).trainer
-    history = run_sync(strategy, InProcessTransport(handlers), initial.initial_params(),
+    history = train(strategy, InProcessTransport(handlers), initial.initial_params(),
                        RunSettings("r", 5, rounds))
     return history
 

@@ -29,6 +29,9 @@ class Clip:
     `learning_rate` η turn on adaptive clipping."""
 
     name = "clip"
+    needs_individual_updates = False
+    commutes_with_secure_sum = True  # clips inside the institution, before masking
+    clips_each_update = True  # bounds one institution's contribution: the DP sensitivity C
 
     def __init__(self, norm: float, inner: Layer, target_quantile: float | None = None,
                  learning_rate: float = 0.2) -> None:

@@ -83,6 +83,9 @@ class GaussianNoise(_Passthrough):
     hands it down in the state it finalizes with), σ_b = `bit_stddev` on the clip bits."""
 
     name = "central_noise"
+    needs_individual_updates = False
+    commutes_with_secure_sum = True  # noises the (unmasked) sum only
+    adds_dp_noise = True
 
     def __init__(self, multiplier: float, inner: Layer, accountant: Accountant | None = None,
                  bit_stddev: float = 0.0, deterministic: int | None = None,
@@ -116,6 +119,11 @@ class NoiseShare(_Passthrough):
     committed) instead of the requests to unmask or decrypt it."""
 
     name = "noise_share"
+    needs_individual_updates = False
+    commutes_with_secure_sum = True  # each share is added inside the institution, before masking
+    hides_individual_updates = False  # the secure sum below does (stages are handed to it)
+    adds_dp_noise = True
+    noises_each_update = True
 
     def __init__(self, multiplier: float, shares: int, inner: Layer,
                  accountant: Accountant | None = None, bit_stddev: float = 0.0,

@@ -202,6 +202,10 @@ class CKKSSum:
     and `client.pem`; without any, this process's simulated CA)."""
 
     name = "ckks"
+    hides_individual_updates = True  # the server learns only the sum
+    needs_individual_updates = False
+    commutes_with_secure_sum = False  # a secure sum is innermost: nothing is masked twice
+    preserves_sensitivity = True  # the sum of the contributions, exactly (in its precision)
     pre_stages = ("keygen",)
     post_stages = ("decrypt",)
 
