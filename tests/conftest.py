@@ -14,9 +14,9 @@ import torch
 
 from fedsilo.algorithms.base import Strategy
 from fedsilo.client.client import Client
-from fedsilo.client.local_data import LocalData
 from fedsilo.client.models import build_model
 from fedsilo.client.torch_trainer import TorchTrainer
+from fedsilo.data.local_data import LocalData
 from fedsilo.transport.inprocess import InProcessTransport
 
 ROOT = Path(__file__).resolve().parents[1]

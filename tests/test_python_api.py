@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from fedsilo.algorithms.fedavg import fedavg
-from fedsilo.client.local_data import LocalData
 from fedsilo.client.torch_trainer import TorchTrainer
-from fedsilo.client.trainer import TrainConfig
 from fedsilo.config.schema import parse_config
+from fedsilo.core.trainer import TrainConfig
+from fedsilo.data.local_data import LocalData
 from fedsilo.errors import ConfigError
 from fedsilo.simulation.run import run_simulation
 

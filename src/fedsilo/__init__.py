@@ -15,7 +15,7 @@ _EXPORTS = {
     "Client": "fedsilo.client.client",
     "FedsiloError": "fedsilo.errors",
     "InProcessTransport": "fedsilo.transport.inprocess",
-    "LocalData": "fedsilo.client.local_data",
+    "LocalData": "fedsilo.data.local_data",
     "LocalStatistics": "fedsilo.data.preprocessing",
     "Params": "fedsilo.core.params",
     "PlainSum": "fedsilo.aggregation.sum",
@@ -31,7 +31,7 @@ _EXPORTS = {
     "Task": "fedsilo.core.messages",
     "TaskKind": "fedsilo.core.messages",
     "TorchTrainer": "fedsilo.client.torch_trainer",
-    "TrainConfig": "fedsilo.client.trainer",
+    "TrainConfig": "fedsilo.core.trainer",
     "WeightedMean": "fedsilo.aggregation.mean",
     "adam": "fedsilo.optim.adam",
     "fedadam": "fedsilo.algorithms.fedopt",
@@ -66,13 +66,13 @@ if TYPE_CHECKING:
     from fedsilo.algorithms.fedavg import fedavg, fedsgd
     from fedsilo.algorithms.fedopt import fedadam, fedavgm
     from fedsilo.client.client import Client
-    from fedsilo.client.local_data import LocalData
     from fedsilo.client.sklearn_trainer import SklearnTrainer
     from fedsilo.client.torch_trainer import TorchTrainer
-    from fedsilo.client.trainer import TrainConfig
     from fedsilo.config.schema import RunConfig, load_config
     from fedsilo.core.messages import Reply, Task, TaskKind
     from fedsilo.core.params import Params
+    from fedsilo.core.trainer import TrainConfig
+    from fedsilo.data.local_data import LocalData
     from fedsilo.data.preprocessing import LocalStatistics, Preprocessor
     from fedsilo.data.schema import Schema
     from fedsilo.engine.drivers import train

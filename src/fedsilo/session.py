@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fedsilo.client.factory import make_trainer
-from fedsilo.client.local_data import LocalData
 from fedsilo.config.build import (
     build_clock,
     build_strategy,
@@ -22,6 +21,8 @@ from fedsilo.config.build import (
 )
 from fedsilo.config.schema import RunConfig
 from fedsilo.core.params import Params
+from fedsilo.core.transport import ServerTransport
+from fedsilo.data.local_data import LocalData
 from fedsilo.data.preprocessing import Preprocessor
 from fedsilo.data.schema import Schema
 from fedsilo.engine.clock import Clock
@@ -31,7 +32,6 @@ from fedsilo.engine.flow import RunHistory, RunSettings
 from fedsilo.engine.prepare import federated_preprocessing, prepare_config
 from fedsilo.engine.secure_prepare import prepare_spec
 from fedsilo.errors import PrivacyBudgetExhausted
-from fedsilo.transport.base import ServerTransport
 
 if TYPE_CHECKING:
     from fedsilo.store.recorder import Recorder

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from fedsilo.algorithms.fedavg import fedavg
-from fedsilo.client.local_data import LocalData
 from fedsilo.core.messages import ErrorInfo
+from fedsilo.data.local_data import LocalData
 from fedsilo.engine.drivers import train
 from fedsilo.engine.flow import RunSettings
 from fedsilo.errors import AggregationError

@@ -6,9 +6,9 @@ import numpy as np
 import torch
 
 from fedsilo.algorithms.fedavg import fedavg, fedsgd
-from fedsilo.client.local_data import LocalData
-from fedsilo.client.trainer import TrainConfig
 from fedsilo.core.rng import derive_seed, generator
+from fedsilo.core.trainer import TrainConfig
+from fedsilo.data.local_data import LocalData
 from fedsilo.engine.drivers import train
 from fedsilo.engine.flow import RunSettings
 from tests.conftest import digits_data, federation

@@ -8,8 +8,8 @@ import pytest
 
 from fedsilo.algorithms.fedavg import fedavg
 from fedsilo.algorithms.feddyn import GRADIENT_STATE, feddyn
-from fedsilo.client.local_data import LocalData
 from fedsilo.config.schema import load_config, parse_config
+from fedsilo.data.local_data import LocalData
 from fedsilo.engine.drivers import train
 from fedsilo.engine.flow import RunSettings
 from fedsilo.errors import ConfigError

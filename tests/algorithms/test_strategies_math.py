@@ -7,9 +7,9 @@ from fedsilo.algorithms.client_work import CONTROL
 from fedsilo.algorithms.fedavg import fedavg, fedprox
 from fedsilo.algorithms.fednova import fednova
 from fedsilo.algorithms.scaffold import scaffold
-from fedsilo.client.trainer import Regularizer, TrainConfig
 from fedsilo.core.params import split_prefixed
 from fedsilo.core.rng import derive_seed, generator
+from fedsilo.core.trainer import Regularizer, TrainConfig
 from fedsilo.engine.drivers import train
 from fedsilo.engine.flow import RunSettings
 from fedsilo.errors import ConfigError

@@ -120,3 +120,93 @@ def test_a_barrier_buffer_larger_than_the_federation_is_refused_before_training(
                 privacy={"mode": "central"})
     with pytest.raises(ConfigError, match="buffer_size 6 > 4 institutions"):
         run_simulation(cfg, write=False)
+
+
+def test_the_flow_is_driven_by_hand_and_refuses_a_reply_to_another_institutions_task():
+    """The flow does no I/O: a test feeds it events. A reply naming a task sent to another
+    institution is refused and that task stays open for its own institution."""
+    from fedsilo.core.messages import Reply
+    from fedsilo.engine.flow import Event, round_flow
+
+    strategy = fedbuff({}, default_aggregator(weighted=False), sgd(1.0), buffer_size=1,
+                       staleness=Staleness("constant"))
+    flow = round_flow(strategy, {"w": np.zeros(2)}, RunSettings("r", 0, 1, evaluate_every=9))
+    flow.send(None)
+    out = flow.send(Event(0.0, ("a", "b")))
+    tasks = {t.client_id: t for t in out.tasks}
+    assert sorted(tasks) == ["a", "b"]
+
+    def reply(sender: str, task) -> Reply:
+        update = strategy.aggregator.encode({"w": np.ones(2)}, 1, task.layer_config, {})
+        return Reply(task.task_id, sender, task.round, task.model_version, 1, update)
+
+    out = flow.send(Event(1.0, ("a", "b"), (reply("b", tasks["a"]),)))
+    [(refused, why)] = out.acks
+    assert refused.client_id == "b" and why.code == "unknown_client"
+    out = flow.send(Event(2.0, ("a", "b"), (reply("a", tasks["a"]),)))
+    assert [why for _, why in out.acks if why is not None] == []
+    while not out.last:  # the final evaluation: both institutions score version 1
+        evals = [t for t in out.tasks if t.kind.value == "evaluate"]
+        answers = tuple(Reply(t.task_id, t.client_id, t.round, t.model_version, 5,
+                              metrics={"accuracy": 0.5}) for t in evals)
+        out = flow.send(Event(3.0, ("a", "b"), answers))
+    try:
+        flow.send(Event(3.0, ()))
+    except StopIteration as end:
+        history = end.value
+    np.testing.assert_array_equal(history.params["w"], -np.ones(2))  # a's update, once
+    assert history.events[0].participants == ("a",)
+
+
+def _by_hand(strategy, clients=("a", "b")):
+    from fedsilo.engine.flow import Event, round_flow
+
+    flow = round_flow(strategy, {"w": np.zeros(2)}, RunSettings("r", 0, 5, evaluate_every=9))
+    flow.send(None)
+    out = flow.send(Event(0.0, clients))
+    return flow, {t.client_id: t for t in out.tasks}
+
+
+def _update_reply(strategy, sender, task, version=None, error=None):
+    from fedsilo.core.messages import Reply
+
+    if error is not None:
+        return Reply(task.task_id, sender, task.round, task.model_version, 0, error=error)
+    update = strategy.aggregator.encode({"w": np.ones(2)}, 1, task.layer_config, {})
+    return Reply(task.task_id, sender, task.round,
+                 task.model_version if version is None else version, 1, update)
+
+
+def test_a_reply_claiming_another_model_version_than_its_task_is_refused():
+    """Staleness (and FedAsync's base model) come from the task the server sent, never from
+    what the institution claims: a claim of a fresher version is refused with the reason."""
+    from fedsilo.engine.flow import Event
+
+    strategy = fedbuff({}, default_aggregator(weighted=False), sgd(1.0), buffer_size=1)
+    flow, tasks = _by_hand(strategy)
+    out = flow.send(Event(1.0, ("a", "b"), (_update_reply(strategy, "a", tasks["a"]),)))
+    assert [why for _, why in out.acks] == [None]  # version 1 committed
+    out = flow.send(Event(2.0, ("a", "b"), (_update_reply(strategy, "b", tasks["b"],
+                                                          version=1),)))
+    [(_, why)] = out.acks
+    assert why.code == "wrong_round" and "its task carried version 0" in why.reason
+
+
+def test_under_the_barrier_a_buffer_no_one_can_fill_stops_the_run_with_the_reason():
+    from fedsilo.core.messages import ErrorInfo
+    from fedsilo.engine.flow import Event
+    from fedsilo.errors import AggregationError
+
+    strategy = fedbuff({}, default_aggregator(weighted=False), sgd(1.0), buffer_size=2,
+                       barrier=True)
+    flow, tasks = _by_hand(strategy)
+    failing = _update_reply(strategy, "b", tasks["b"], error=ErrorInfo("client_training_error",
+                                                                        "disk full"))
+    with pytest.raises(AggregationError, match=r"buffer of 2 cannot fill: 1 update.*\(b\)"):
+        flow.send(Event(1.0, ("a", "b"), (_update_reply(strategy, "a", tasks["a"]), failing)))
+
+
+def test_adaptive_clipping_is_refused_in_async_mode():
+    with pytest.raises(ConfigError, match="adaptive_clipping in async mode"):
+        heart(strategy={"name": "fedbuff", "buffer_size": 2},
+              privacy={"mode": "central", "adaptive_clipping": True})

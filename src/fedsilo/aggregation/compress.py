@@ -43,6 +43,7 @@ import numpy as np
 
 from fedsilo.aggregation.base import Accumulator, Delegating, Layer, aux_of
 from fedsilo.core.params import ArraySpec, Params, ParamSpec
+from fedsilo.core.side_values import AUX_PREFIXES
 from fedsilo.errors import ConfigError, MalformedUpdate
 
 IDX, VAL = "#idx", "#val"
@@ -53,9 +54,7 @@ _SENT = "topk_sent"
 
 def is_side_value(name: str) -> bool:
     """Whether `name` is a client work's side value (never sparsified): the server knows them
-    by the prefixes of algorithms/client_work.py, an institution also by `declare_aux`."""
-    from fedsilo.algorithms.client_work import AUX_PREFIXES
-
+    by the prefixes of core/side_values.py, an institution also by `declare_aux`."""
     return name.startswith(tuple(AUX_PREFIXES.values()))
 
 

@@ -21,7 +21,7 @@ from fedsilo.aggregation.mean import rescaled
 from fedsilo.algorithms.admission import Admission
 from fedsilo.algorithms.commit import WHOLE_COHORT, CommitRule
 from fedsilo.algorithms.sampling import Stragglers, UniformSampler
-from fedsilo.core.messages import Reply, ReplySpec, Signed, Task, TaskKind
+from fedsilo.core.messages import Rejection, Reply, ReplySpec, Signed, Task, TaskKind
 from fedsilo.core.params import Params, ParamSpec, check_like, global_norm, spec_of
 from fedsilo.core.rng import derive_seed
 from fedsilo.errors import (
@@ -90,23 +90,6 @@ class PlainWork:
     def apply(self, state: Any, aggregate: Params, participants: int,
               population: int) -> tuple[Params, Any, dict[str, float]]:
         return aggregate, state, {}
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """Why a reply was not folded into the aggregate."""
-
-    client_id: str
-    code: str
-    reason: str
-
-    @classmethod
-    def of(cls, reply: Reply, error: ProtocolError | None = None) -> Rejection:
-        """From a protocol error found in `reply`, or from the error `reply` carries."""
-        if error is not None:
-            return cls(reply.client_id, error.code, str(error))
-        assert reply.error is not None
-        return cls(reply.client_id, reply.error.code, reply.error.reason)
 
 
 CIPHERTEXT_BYTES = (256, 1 << 20)  # a variable-length (encrypted) entry: per value, per array

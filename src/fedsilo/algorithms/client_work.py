@@ -17,14 +17,9 @@ from fedsilo.algorithms.fedavg import (
     local_training,
     model_delta,
 )
-from fedsilo.algorithms.fednova import NOVA_TAU
 from fedsilo.algorithms.registry import CLIENT_WORKS, aux_names, get_client_work
-from fedsilo.algorithms.scaffold import CONTROL
+from fedsilo.core.side_values import CONTROL, NOVA_TAU
 
-# per work: the prefix of the side values its replies carry besides the model update
-AUX_PREFIXES: dict[str, str] = {name: half.aux_prefix for name, half in CLIENT_WORKS.items()
-                                if half.aux_prefix is not None}
-
-__all__ = ["AUX_PREFIXES", "CLIENT_WORKS", "CONTROL", "NOVA_TAU", "ClientHalf", "ClientWork",
+__all__ = ["CLIENT_WORKS", "CONTROL", "NOVA_TAU", "ClientHalf", "ClientWork",
            "WorkResult", "aux_names", "get_client_work", "gradient", "local_training",
            "model_delta"]

@@ -26,8 +26,8 @@ from fedsilo.aggregation import PlainSum, WeightedMean
 from fedsilo.aggregation.base import Layer
 from fedsilo.algorithms.base import PlainWork, Strategy, WorkRule
 from fedsilo.algorithms.sampling import Stragglers, UniformSampler
-from fedsilo.client.trainer import Regularizer, TrainConfig, Trainer
 from fedsilo.core.params import Params
+from fedsilo.core.trainer import Regularizer, TrainConfig, Trainer
 from fedsilo.errors import ConfigError
 from fedsilo.optim import sgd
 from fedsilo.optim.base import ServerOptimizer

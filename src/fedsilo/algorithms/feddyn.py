@@ -30,8 +30,8 @@ from fedsilo.algorithms.fedavg import (
     fedavg,
     model_delta,
 )
-from fedsilo.client.trainer import Regularizer, TrainConfig, Trainer
 from fedsilo.core.params import Params, global_norm
+from fedsilo.core.trainer import Regularizer, TrainConfig, Trainer
 from fedsilo.errors import ConfigError, ProtocolError
 from fedsilo.optim import sgd
 

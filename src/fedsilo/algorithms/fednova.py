@@ -19,12 +19,11 @@ from pydantic import Field
 
 from fedsilo.algorithms.base import PlainWork, Strategy
 from fedsilo.algorithms.fedavg import ClientHalf, HyperParams, WorkResult, fedavg, model_delta
-from fedsilo.client.trainer import TrainConfig, Trainer
 from fedsilo.core.params import ArraySpec, Params, ParamSpec
+from fedsilo.core.side_values import NOVA_TAU
+from fedsilo.core.trainer import TrainConfig, Trainer
 from fedsilo.errors import ConfigError
 from fedsilo.optim import sgd
-
-NOVA_TAU = "fednova.tau"   # the local work a_i in a reply
 
 
 class FedNovaParams(HyperParams):

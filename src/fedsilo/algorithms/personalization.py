@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from fedsilo.client.trainer import Regularizer, TrainConfig, Trainer
 from fedsilo.core.params import Params
+from fedsilo.core.trainer import Regularizer, TrainConfig, Trainer
 
 
 def _settings(config: Mapping[str, Any], section: Mapping[str, Any]) -> TrainConfig:

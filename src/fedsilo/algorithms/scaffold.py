@@ -20,12 +20,11 @@ from pydantic import Field
 from fedsilo.aggregation import PlainSum, WeightedMean
 from fedsilo.algorithms.base import Strategy
 from fedsilo.algorithms.fedavg import ClientHalf, HyperParams, WorkResult, fedavg, model_delta
-from fedsilo.client.trainer import Regularizer, TrainConfig, Trainer
 from fedsilo.core.params import Params, ParamSpec, global_norm, prefixed, split_prefixed
+from fedsilo.core.side_values import CONTROL
+from fedsilo.core.trainer import Regularizer, TrainConfig, Trainer
 from fedsilo.errors import ConfigError, ProtocolError
 from fedsilo.optim import sgd
-
-CONTROL = "scaffold.c/"    # the server's c in a task, Δc_i in a reply
 
 
 class ScaffoldParams(HyperParams):

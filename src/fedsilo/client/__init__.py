@@ -1,1 +1,1 @@
-"""The institution side: local data, trainers, and the Client that answers tasks."""
+"""The institution side: trainers, site policy, and the Client that answers tasks."""

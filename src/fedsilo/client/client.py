@@ -13,10 +13,10 @@ from typing import Any
 from fedsilo.aggregation.base import Layer, declare_aux, find_staged
 from fedsilo.algorithms.client_work import aux_names, get_client_work
 from fedsilo.algorithms.personalization import ditto_round, personal_metrics
-from fedsilo.client.trainer import Trainer
 from fedsilo.core.messages import ErrorInfo, Reply, Task, TaskKind
 from fedsilo.core.params import Params
 from fedsilo.core.rng import generator
+from fedsilo.core.trainer import Trainer
 from fedsilo.errors import FedsiloError, ProtocolError
 
 log = logging.getLogger(__name__)

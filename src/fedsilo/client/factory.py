@@ -9,11 +9,11 @@ from typing import Any
 
 from torch import nn
 
-from fedsilo.client.local_data import LocalData
 from fedsilo.client.models import build_model
 from fedsilo.client.sklearn_trainer import SklearnTrainer
 from fedsilo.client.torch_trainer import TorchTrainer
-from fedsilo.client.trainer import Trainer
+from fedsilo.core.trainer import Trainer
+from fedsilo.data.local_data import LocalData
 from fedsilo.errors import ConfigError
 
 

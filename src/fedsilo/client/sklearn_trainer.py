@@ -11,9 +11,10 @@ import warnings
 import numpy as np
 from sklearn.linear_model import SGDClassifier, SGDRegressor
 
-from fedsilo.client.local_data import LocalData
-from fedsilo.client.trainer import Regularizer, TrainConfig, batches, evaluate_on_test
+from fedsilo.client.training import batches, evaluate_on_test
 from fedsilo.core.params import Params
+from fedsilo.core.trainer import Regularizer, TrainConfig
+from fedsilo.data.local_data import LocalData
 from fedsilo.errors import ConfigError
 
 

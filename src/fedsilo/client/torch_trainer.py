@@ -13,9 +13,10 @@ import torch
 from torch import nn
 
 from fedsilo.client.dp_sgd import DPSGD, LocalDP
-from fedsilo.client.local_data import LocalData
-from fedsilo.client.trainer import Regularizer, TrainConfig, batches, evaluate_on_test
+from fedsilo.client.training import batches, evaluate_on_test
 from fedsilo.core.params import Params
+from fedsilo.core.trainer import Regularizer, TrainConfig
+from fedsilo.data.local_data import LocalData
 from fedsilo.errors import ConfigError
 
 

@@ -3,8 +3,6 @@ the section, the key, the value found and what was expected."""
 
 from __future__ import annotations
 
-import json
-import re
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +22,7 @@ from fedsilo.aggregation.secure.threshold import check_cohort
 from fedsilo.algorithms.fedavg import FedAvgParams, HyperParams
 from fedsilo.algorithms.registry import STRATEGY_NAMES, STRATEGY_REGISTRY
 from fedsilo.algorithms.sampling import cohort_size
+from fedsilo.data.levels import levels_needed
 from fedsilo.errors import ConfigError, FedsiloError
 from fedsilo.limits import MAX_COLUMNS, MAX_INSTITUTIONS, MAX_LEVELS
 
@@ -451,6 +450,10 @@ class RunConfig(_Section):
             raise ValueError(f"privacy.mode = '{self.privacy.mode}' in async mode: every commit "
                              f"must hold min_contributors = {m} institutions' updates, and the "
                              f"buffer holds {buffer}")
+        if self.privacy.mode in ("central", "distributed") and self.privacy.adaptive_clipping:
+            raise ValueError("privacy.adaptive_clipping in async mode: a stale update was "
+                             "clipped at an older, larger clip norm than the one the commit's "
+                             "noise is calibrated to; use a fixed clip_norm")
         if self.strategy.stragglers:
             raise ValueError("stragglers are a synchronous notion; in async mode give slow "
                              "institutions a lower [clock] speed")
@@ -495,19 +498,6 @@ class RunConfig(_Section):
         """A data path from the config, relative to the config file's folder."""
         p = Path(path)
         return p if p.is_absolute() else self.base_dir / p
-
-
-def levels_needed(secure: str, missing: list[str]) -> str:
-    """Why a secure run without declared levels is refused, and the TOML line to add (column
-    names only: the server never sees, and never quotes, an institution's values)."""
-    keys = ", ".join(f"{_toml_key(c)} = [...]" for c in missing)
-    return (f"aggregation.secure = '{secure}' sums the preprocessing statistics securely and "
-            f"needs the levels of {missing} declared (otherwise each institution's categories "
-            f"would leave it in the clear); add to [data]: levels = {{ {keys} }}")
-
-
-def _toml_key(name: str) -> str:
-    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
 
 
 def _format(err: ValidationError, source: str) -> str:

@@ -1,1 +1,2 @@
-"""Core contracts: parameters, messages, seeded randomness."""
+"""Core contracts: parameters, messages, seeded randomness, the Trainer and ServerTransport
+protocols, the names of side values."""

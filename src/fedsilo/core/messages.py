@@ -1,4 +1,5 @@
-"""Messages between the server and institutions: frozen Task, Reply and ErrorInfo."""
+"""Messages between the server and institutions: frozen Task, Reply and ErrorInfo, and the
+Rejection of a reply."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from enum import Enum
 from typing import Any
 
 from fedsilo.core.params import Params, ParamSpec, digest
+from fedsilo.errors import ProtocolError
 
 
 class TaskKind(str, Enum):
@@ -118,3 +120,20 @@ class Reply:
         if self.digest or self.update is None:
             return self.digest
         return digest(self.update)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why a reply was not folded into the aggregate."""
+
+    client_id: str
+    code: str
+    reason: str
+
+    @classmethod
+    def of(cls, reply: Reply, error: ProtocolError | None = None) -> Rejection:
+        """From a protocol error found in `reply`, or from the error `reply` carries."""
+        if error is not None:
+            return cls(reply.client_id, error.code, str(error))
+        assert reply.error is not None
+        return cls(reply.client_id, reply.error.code, reply.error.reason)

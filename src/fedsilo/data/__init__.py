@@ -1,1 +1,1 @@
-"""Institution data: schema, CSV loading, partitioners, federated preprocessing."""
+"""Institution data: schema, CSV loading, partitioners, federated preprocessing, LocalData."""

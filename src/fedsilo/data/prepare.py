@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from fedsilo.client.local_data import LocalData
 from fedsilo.core.rng import derive_seed
 from fedsilo.data.checks import check_table
+from fedsilo.data.local_data import LocalData
 from fedsilo.data.preprocessing import LocalStatistics, Preprocessor, binarize_target, merge_all
 from fedsilo.data.schema import Schema
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from fedsilo.client.local_data import TASKS
+from fedsilo.data.local_data import TASKS
 from fedsilo.errors import ConfigError, DataError
 
 

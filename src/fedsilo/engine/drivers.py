@@ -18,14 +18,14 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Protocol
 
-from fedsilo.algorithms.base import Rejection, ServerState, Strategy
-from fedsilo.core.messages import Reply, Task, TaskKind
+from fedsilo.algorithms.base import ServerState, Strategy
+from fedsilo.core.messages import Rejection, Reply, Task, TaskKind
 from fedsilo.core.params import Params
+from fedsilo.core.transport import ServerTransport
 from fedsilo.engine.clock import Clock, VirtualClock, WallClock, examples_processed
 from fedsilo.engine.events import EventBus
 from fedsilo.engine.flow import Event, Flow, OnCommit, RunHistory, RunSettings, round_flow
 from fedsilo.errors import AggregationError
-from fedsilo.transport.base import ServerTransport
 
 
 def train(strategy: Strategy, transport: ServerTransport | Caller, initial: Params,
@@ -38,9 +38,9 @@ def train(strategy: Strategy, transport: ServerTransport | Caller, initial: Para
     simulated durations would not change what it computes: the virtual clock times
     asynchronous runs only."""
     flow = round_flow(strategy, initial, settings, bus, start, on_commit)
-    if isinstance(clock, WallClock):
-        return drive_wall(flow, transport, settings)  # type: ignore[arg-type]
     now = float(start[1].flow.get("now", 0.0)) if start is not None else 0.0
+    if isinstance(clock, WallClock):
+        return drive_wall(flow, transport, settings, now)  # type: ignore[arg-type]
     return drive_virtual(flow, transport,  # type: ignore[arg-type]
                          clock if strategy.rule.asynchronous else None, now)
 
@@ -96,12 +96,14 @@ def drive_virtual(flow: Flow, transport: Caller, clock: VirtualClock | None,
                                    "(too many institutions dropped out)")
 
 
-def drive_wall(flow: Flow, transport: ServerTransport, settings: RunSettings) -> RunHistory:
-    """Run `flow` in real time over `transport` (gRPC, or in process)."""
-    start = time.monotonic()
+def drive_wall(flow: Flow, transport: ServerTransport, settings: RunSettings,
+               now: float = 0.0) -> RunHistory:
+    """Run `flow` in real time over `transport` (gRPC, or in process), its clock reading
+    `now` seconds at the start (a resumed run's)."""
+    start = time.monotonic() - now
     sent: dict[str, float] = {}
     flow.send(None)  # type: ignore[arg-type]
-    event = Event(0.0, tuple(transport.clients()))
+    event = Event(now, tuple(transport.clients()))
     while True:
         try:
             out = flow.send(event)

@@ -26,16 +26,21 @@ from typing import Any
 from fedsilo.aggregation.base import find_staged
 from fedsilo.algorithms.base import (
     Collection,
-    Rejection,
     ServerState,
     Strategy,
     judge_evaluation,
 )
-from fedsilo.core.messages import Reply, Task, TaskKind
+from fedsilo.core.messages import Rejection, Reply, Task, TaskKind
 from fedsilo.core.params import Params, digest
 from fedsilo.core.rng import derive_seed
 from fedsilo.engine.events import EventBus, RoundEvent
-from fedsilo.errors import AggregationError, ConfigError, ProtocolError
+from fedsilo.errors import (
+    AggregationError,
+    ConfigError,
+    ProtocolError,
+    UnknownClient,
+    WrongRound,
+)
 from fedsilo.evaluation.metrics import weighted_mean
 
 log = logging.getLogger(__name__)
@@ -98,6 +103,17 @@ class RunHistory:
 
 Flow = Generator[Outbox, Event, RunHistory]
 OnCommit = Callable[[int, ServerState], None]
+
+
+@dataclass
+class _Unpublished:
+    """A commit's event, waiting for its evaluation: the tasks still out, the metrics in."""
+
+    event: RoundEvent
+    pending: set[str] = field(default_factory=set)
+    results: dict[str, dict[str, float]] = field(default_factory=dict)
+    sizes: dict[str, float] = field(default_factory=dict)
+    dropped: dict[str, str] = field(default_factory=dict)
 
 
 class _Stages:
@@ -241,8 +257,10 @@ class _Flow:
         self.rule = strategy.rule
         self.groups = self.rule.asynchronous and find_staged(strategy.aggregator) is not None
         self.owner: dict[str, Any] = {}  # open task id -> what it belongs to
+        self.addressee: dict[str, str] = {}  # open task id -> the institution it went to
+        self.event_round = done  # asynchronous events are numbered by commit
         self.out = Outbox()
-        self.unpublished: list[list[Any]] = []  # [event, pending evaluation task ids, results]
+        self.unpublished: list[_Unpublished] = []  # commits whose evaluation is not all in
         self.started = time.perf_counter()
         self.now = 0.0
         self.clients: tuple[str, ...] = ()
@@ -284,7 +302,13 @@ class _Flow:
         return event
 
     def _route(self, reply: Reply) -> None:
-        owner = self.owner.pop(reply.task_id, None)
+        owner = self.owner.get(reply.task_id)
+        if owner is not None and self.addressee[reply.task_id] != reply.client_id:
+            self._ack(reply, Rejection(reply.client_id, UnknownClient.code,
+                                       "a reply to a task sent to another institution"))
+            return  # the task stays open for its own institution
+        self.owner.pop(reply.task_id, None)
+        self.addressee.pop(reply.task_id, None)
         if owner is None:
             self._ack(reply, Rejection(reply.client_id, "wrong_round", "no such task open"))
         elif isinstance(owner, _CohortRound):
@@ -300,6 +324,7 @@ class _Flow:
 
     def _expire(self, task_id: str) -> None:
         owner = self.owner.pop(task_id, None)
+        self.addressee.pop(task_id, None)
         if isinstance(owner, _CohortRound):
             self._send(owner.expire(task_id), owner)
         elif owner == "fit":
@@ -308,11 +333,12 @@ class _Flow:
                         task.client_id, self.settings.round_timeout)
             self.ready.append(task.client_id)
         elif owner is not None:
-            owner[1].discard(task_id)
+            owner.pending.discard(task_id)
 
     def _send(self, tasks: list[Task], owner: Any) -> None:
         for task in tasks:
             self.owner[task.task_id] = owner
+            self.addressee[task.task_id] = task.client_id
         self.out.tasks.extend(tasks)
 
     def _ack(self, reply: Reply, rejection: Rejection | None) -> None:
@@ -363,6 +389,7 @@ class _Flow:
         while not self._over():
             self._newcomers()
             self._launch()
+            self._check_buffer_can_fill()
             yield from self._wait()
             if self.groups:
                 self._commit_groups()
@@ -388,6 +415,7 @@ class _Flow:
                 members, self.ready = self.ready[:k], self.ready[k:]
                 self.group_number += 1
                 rnd = _CohortRound(self, self.state, members, self.group_number)
+                rnd.coll.population = len(self.known)  # SCAFFOLD's, FedDyn's share: K of N
                 self.in_flight.append(rnd)
                 self._send(rnd.start(), rnd)
             return
@@ -400,16 +428,38 @@ class _Flow:
             self._send([task], "fit")
         self.ready = []
 
+    def _check_buffer_can_fill(self) -> None:
+        """Under the barrier, a buffer that no task in flight can fill never will.
+
+        Raises:
+            AggregationError: every institution waits and the buffer is short.
+        """
+        if not self.rule.barrier or self.groups or self.open_fits or self.ready:
+            return
+        assert self.buffer is not None
+        raise AggregationError(
+            f"the buffer of {self.rule.buffer} cannot fill: {len(self.buffer.received)} "
+            f"update(s) accepted, every other institution's was refused "
+            f"({', '.join(sorted({r.client_id for r in self.buffer.rejected}))})")
+
     def _buffered(self, reply: Reply) -> None:
         """A reply to a buffered task: fold it in; commit when the buffer is full."""
-        self.open_fits.pop(reply.task_id, None)
+        task, _ = self.open_fits.pop(reply.task_id)
         if self._over() or self.buffer is None:
             self._ack(reply, Rejection(reply.client_id, "run_finished",
                                        "training is over; update not applied"))
             return
-        rejection = self.fold(self.state, self.buffer, reply)
-        barrier = self.rule.barrier and rejection is None
-        (self.waiting if barrier else self.ready).append(reply.client_id)
+        if reply.model_version != task.model_version:  # its staleness is the task's, not a claim
+            rejection: Rejection | None = Rejection(
+                reply.client_id, WrongRound.code, f"the reply claims model version "
+                f"{reply.model_version}; its task carried version {task.model_version}")
+            self.buffer.rejected.append(rejection)  # type: ignore[arg-type]
+            self._ack(reply, rejection)
+        else:
+            rejection = self.fold(self.state, self.buffer, reply)
+        # the barrier: whoever answered waits for the commit (accepted or not), so a refused
+        # institution cannot be re-tasked in a loop and each commit holds distinct ones
+        (self.waiting if self.rule.barrier else self.ready).append(reply.client_id)
         if self.strategy.ready(self.buffer):
             full, self.buffer = self.buffer, None
             self.ready, self.waiting = self.ready + self.waiting, []
@@ -460,13 +510,13 @@ class _Flow:
         if self.on_commit is None or self.unpublished:
             return
         if self._over():  # the last commit: nothing in flight matters any more
-            self.on_commit(self.state.version, self.state)
+            self.on_commit(self.event_round, self.state)
         elif self.groups or self.buffer is None or not self.buffer.received:
-            self.on_commit(self.state.version,
+            self.on_commit(self.event_round,
                            dataclasses.replace(self.state, flow=self._snapshot()))
 
     def _commit_groups(self) -> None:
-        """Commit every group whose members are in, in the order they completed."""
+        """Commit every group whose members are in (in the order the groups started)."""
         for rnd in [r for r in self.in_flight if r.collected]:
             self.in_flight.remove(rnd)
             if not self._over():
@@ -492,50 +542,52 @@ class _Flow:
             metrics = {"aborted": aborted}
         if self.rule.asynchronous:
             metrics = {**metrics, "clock": {"time": self.now}}
-        n = number if number is not None else self.state.version
+        n = number if number is not None else self.state.version  # evaluation schedule
+        if number is None:
+            self.event_round += 1
         event = RoundEvent(
-            round=n, version=self.state.version, participants=tuple(coll.received),
+            round=number if number is not None else self.event_round,
+            version=self.state.version, participants=tuple(coll.received),
             rejected={r.client_id: f"[{r.code}] {r.reason}" for r in coll.rejected},
             metrics=metrics, seconds=time.perf_counter() - started,
             digests=dict(coll.digests),
             model_digest=digest(self.state.params) if self.settings.audit else "",
             signed=dict(coll.signed))
-        pending: set[str] = set()
-        record: list[Any] = [event, pending, {}, {}, {}]  # results, sizes, dropped
+        record = _Unpublished(event)
         due = n % self.settings.evaluate_every == 0 or n == self.settings.rounds
         if due and aborted is None:
             tasks = self.strategy.evaluate_tasks(self.state, self.clients, n,
                                                  self.settings.run_id,
                                                  n == self.settings.rounds)
-            pending.update(t.task_id for t in tasks)
+            record.pending.update(t.task_id for t in tasks)
             self._send(tasks, record)
         self.unpublished.append(record)
         self._publish_ready()
 
-    def _evaluated(self, record: list[Any], reply: Reply) -> None:
-        _, pending, results, sizes, dropped = record
-        pending.discard(reply.task_id)
+    def _evaluated(self, record: _Unpublished, reply: Reply) -> None:
+        record.pending.discard(reply.task_id)
         rejection = judge_evaluation(self.strategy.admission, reply)
         self._ack(reply, rejection)
         if rejection is None:
-            results[reply.client_id] = dict(reply.metrics)
-            sizes[reply.client_id] = float(reply.num_examples)
+            record.results[reply.client_id] = dict(reply.metrics)
+            record.sizes[reply.client_id] = float(reply.num_examples)
         elif reply.ok:
-            dropped[reply.client_id] = f"[{rejection.code}] {rejection.reason}"
+            record.dropped[reply.client_id] = f"[{rejection.code}] {rejection.reason}"
             log.warning("evaluation from %s dropped: %s", reply.client_id,
-                        dropped[reply.client_id])
+                        record.dropped[reply.client_id])
         else:
             log.warning("evaluation failed at %s: %s", reply.client_id, reply.error)
 
     def _publish_ready(self) -> None:
         """Publish, in commit order, the events whose evaluation is in."""
-        while self.unpublished and not self.unpublished[0][1]:
-            event, _, results, sizes, dropped = self.unpublished.pop(0)
+        while self.unpublished and not self.unpublished[0].pending:
+            record = self.unpublished.pop(0)
+            event, results, sizes = record.event, record.results, record.sizes
             ordered = sorted(results)
             evaluation = {c: results[c] for c in ordered}
             metrics = event.metrics
-            if dropped:  # recorded with the round (the run store keeps its metrics)
-                metrics = {**metrics, "evaluation": {"dropped": dropped}}
+            if record.dropped:  # recorded with the round (the run store keeps its metrics)
+                metrics = {**metrics, "evaluation": {"dropped": record.dropped}}
             self.bus.publish(dataclasses.replace(
                 event, metrics=metrics, evaluation=evaluation,
                 federated=weighted_mean(list(evaluation.values()),

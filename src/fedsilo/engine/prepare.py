@@ -21,13 +21,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from fedsilo.algorithms.admission import Admission
-from fedsilo.algorithms.base import Rejection
-from fedsilo.core.messages import Reply, Task, TaskKind
+from fedsilo.core.messages import Rejection, Reply, Task, TaskKind
+from fedsilo.core.transport import ServerTransport
 from fedsilo.data.plausible import DEFAULT_MAX_LEVELS, check_statistics, plausible_test_rows
 from fedsilo.data.preprocessing import LocalStatistics, Preprocessor, merge_all
 from fedsilo.data.schema import Schema
 from fedsilo.errors import AggregationError, ConfigError, DataError, FedsiloError
-from fedsilo.transport.base import ServerTransport
 
 log = logging.getLogger(__name__)
 # what an institution may answer a prepare task with that stops the run before training

@@ -35,11 +35,11 @@ from fedsilo.aggregation.base import Accumulator
 from fedsilo.aggregation.secure.fixedpoint import FixedPoint
 from fedsilo.aggregation.secure.secaggplus import SecAggPlus
 from fedsilo.algorithms.admission import Admission
-from fedsilo.algorithms.base import Rejection
-from fedsilo.config.schema import levels_needed
-from fedsilo.core.messages import Reply, ReplySpec, Task, TaskKind
+from fedsilo.core.messages import Rejection, Reply, ReplySpec, Task, TaskKind
 from fedsilo.core.params import ArraySpec
 from fedsilo.core.rng import derive_seed
+from fedsilo.core.transport import ServerTransport
+from fedsilo.data.levels import levels_needed
 from fedsilo.data.plausible import check_statistics, plausible_test_rows
 from fedsilo.data.preprocessing import LocalStatistics, Moments, Preprocessor
 from fedsilo.data.schema import Schema
@@ -51,7 +51,6 @@ from fedsilo.errors import (
     FedsiloError,
     ProtocolError,
 )
-from fedsilo.transport.base import ServerTransport
 
 log = logging.getLogger(__name__)
 FIXED = FixedPoint(frac_bits=16, max_abs=2.0**36, ring_bits=64)

@@ -6,12 +6,12 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from fedsilo.client.local_data import LocalData
-from fedsilo.client.trainer import Trainer
 from fedsilo.config.schema import RunConfig
 from fedsilo.core.rng import generator
+from fedsilo.core.trainer import Trainer
 from fedsilo.data import partition
 from fedsilo.data.loading import read_table
+from fedsilo.data.local_data import LocalData
 from fedsilo.errors import ConfigError, DataError
 
 TrainerFactory = Callable[[LocalData], Trainer]

@@ -15,7 +15,7 @@ from fedsilo.core.messages import Reply, Task
 from fedsilo.errors import UnknownClient
 
 if TYPE_CHECKING:
-    from fedsilo.algorithms.base import Rejection
+    from fedsilo.core.messages import Rejection
 
 
 class Handler(Protocol):

@@ -5,8 +5,8 @@ import pytest
 
 from fedsilo.client.models import build_model
 from fedsilo.client.torch_trainer import TorchTrainer
-from fedsilo.client.trainer import TrainConfig
 from fedsilo.config.schema import load_config
+from fedsilo.core.trainer import TrainConfig
 from fedsilo.errors import PrivacyBudgetExhausted
 from fedsilo.simulation.run import run_simulation
 from tests.algorithms.test_fedavg_math import binary_data

@@ -17,7 +17,7 @@ from fedsilo.errors import FedsiloError, MalformedUpdate, WrongRound
 from fedsilo.transport import serde
 
 if TYPE_CHECKING:
-    from fedsilo.algorithms.base import Rejection
+    from fedsilo.core.messages import Rejection
     from fedsilo.transport.grpc.server import GrpcServerTransport
 
 

@@ -48,7 +48,7 @@ from fedsilo.transport.grpc.loop import LoopThread
 from fedsilo.transport.grpc.tls import Gatekeeper
 
 if TYPE_CHECKING:
-    from fedsilo.algorithms.base import Rejection
+    from fedsilo.core.messages import Rejection
 
 log = logging.getLogger(__name__)
 SERVICE = "fedsilo.v1.Coordinator"

@@ -1,4 +1,5 @@
-"""The Trainer contract and the training settings a task carries."""
+"""The Trainer contract and the training settings a task carries (the built-in trainers live
+in client/, what they share in client/training.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from fedsilo.client.local_data import LocalData
 from fedsilo.core.params import Params
 from fedsilo.errors import ConfigError
-from fedsilo.evaluation.metrics import compute
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -78,28 +77,3 @@ class Trainer(Protocol):
     def evaluate(self, params: Params) -> tuple[int, dict[str, float]]: ...
 
     def predict(self, params: Params, x: np.ndarray) -> np.ndarray: ...
-
-
-def batches(n: int, cfg: TrainConfig, rng: np.random.Generator) -> list[np.ndarray]:
-    """Index batches for one fit: `epochs` shuffled passes, or `steps` batches cycling passes."""
-    size = min(cfg.batch_size, n)
-    out: list[np.ndarray] = []
-    per_pass = -(-n // size)
-    wanted = cfg.steps
-    passes = cfg.epochs if cfg.epochs is not None else -(-(cfg.steps or 0) // per_pass)
-    for _ in range(passes):
-        perm = rng.permutation(n)
-        out.extend(perm[i:i + size] for i in range(0, n, size))
-    return out[:wanted] if wanted is not None else out
-
-
-def evaluate_on_test(trainer: Trainer, data: LocalData,
-                     params: Params) -> tuple[int, dict[str, float]]:
-    """Metrics of `params` on the institution's held-out split, in the target's original
-    units (a standardised regression target is mapped back before scoring)."""
-    pred = trainer.predict(params, data.x_test)
-    y = data.y_test
-    if data.task == "regression":
-        y = y * data.target_std + data.target_mean
-        pred = pred * data.target_std + data.target_mean
-    return len(y), compute(data.task, y, pred)

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from fedsilo.core.messages import Reply, Task
-
-if TYPE_CHECKING:
-    from fedsilo.algorithms.base import Rejection
+from fedsilo.core.messages import Rejection, Reply, Task
 
 
 class ServerTransport(Protocol):

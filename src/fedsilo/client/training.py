@@ -1,0 +1,36 @@
+"""What the built-in trainers share: index batches for one fit, and metrics on the held-out
+split (the Trainer contract itself is core/trainer.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fedsilo.core.params import Params
+from fedsilo.core.trainer import TrainConfig, Trainer
+from fedsilo.data.local_data import LocalData
+from fedsilo.evaluation.metrics import compute
+
+
+def batches(n: int, cfg: TrainConfig, rng: np.random.Generator) -> list[np.ndarray]:
+    """Index batches for one fit: `epochs` shuffled passes, or `steps` batches cycling passes."""
+    size = min(cfg.batch_size, n)
+    out: list[np.ndarray] = []
+    per_pass = -(-n // size)
+    wanted = cfg.steps
+    passes = cfg.epochs if cfg.epochs is not None else -(-(cfg.steps or 0) // per_pass)
+    for _ in range(passes):
+        perm = rng.permutation(n)
+        out.extend(perm[i:i + size] for i in range(0, n, size))
+    return out[:wanted] if wanted is not None else out
+
+
+def evaluate_on_test(trainer: Trainer, data: LocalData,
+                     params: Params) -> tuple[int, dict[str, float]]:
+    """Metrics of `params` on the institution's held-out split, in the target's original
+    units (a standardised regression target is mapped back before scoring)."""
+    pred = trainer.predict(params, data.x_test)
+    y = data.y_test
+    if data.task == "regression":
+        y = y * data.target_std + data.target_mean
+        pred = pred * data.target_std + data.target_mean
+    return len(y), compute(data.task, y, pred)
