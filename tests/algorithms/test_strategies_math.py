@@ -115,9 +115,10 @@ def test_scaffold_with_one_institution_is_fedavg():
 def test_scaffold_task_without_control_variate_is_refused():
     data = binary_data(20, 1)
     _, clients, initial = _run(fedavg({"epochs": 1}), [data], 0)
-    from fedsilo.core.messages import Task, TaskKind
+    from fedsilo.core.messages import FitTask, Task, TaskKind
 
-    task = Task("r", 1, 0, TaskKind.FIT, "c0", initial, {"work": "scaffold", "epochs": 1})
+    task = Task("r", 1, 0, TaskKind.FIT, "c0", initial, {"epochs": 1},
+                body=FitTask("scaffold"))
     reply = clients["c0"].handle(task)
     assert reply.error is not None and "control variate" in reply.error.reason
 

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from fedsilo.core.messages import ErrorInfo, Reply, Task, TaskKind
+from fedsilo.core.messages import ErrorInfo, FitTask, Reply, StageTask, Task, TaskKind
 from fedsilo.errors import MalformedUpdate
 from fedsilo.transport import serde
 from fedsilo.transport.grpc import fedsilo_pb2 as pb
@@ -91,10 +91,17 @@ def test_malformed_messages_are_refused(frames, message):
 
 def test_task_and_reply_metadata_roundtrip():
     task = Task("run", 3, 2, TaskKind.FIT, "va", {"w": np.ones(2, np.float32)},
-                {"lr": 0.1, "work": "local_training"}, {"mask": 1})
+                {"lr": 0.1}, {"mask": 1}, body=FitTask("scaffold", 7))
     _, meta, arrays = serde.decode(serde.encode("task", serde.task_meta(task), task.params))
     back = serde.task_from(meta, arrays)
     assert back.task_id == task.task_id and back.config == task.config
+    assert back.body == FitTask("scaffold", 7)  # typed on both ends
+    stage = Task("run", 3, 2, TaskKind.STAGE, "va", {}, body=StageTask("share", {"x": [1]}))
+    _, meta, arrays = serde.decode(serde.encode("task", serde.task_meta(stage), {}))
+    back = serde.task_from(meta, arrays)
+    assert back.body == stage.body and back.task_id.endswith("/stage-share/va")
+    with pytest.raises(MalformedUpdate, match="incomplete or wrong"):  # a stage with no name
+        serde.task_from({**meta, "body": {"payload": {}}}, arrays)
     reply = Reply(task.task_id, "va", 3, 2, 17, None, {"loss": 0.5}, {},
                   ErrorInfo("client_training_error", "boom"))
     _, meta, arrays = serde.decode(serde.encode("reply", serde.reply_meta(reply), None))

@@ -21,7 +21,16 @@ from fedsilo.aggregation.mean import rescaled
 from fedsilo.algorithms.admission import Admission
 from fedsilo.algorithms.commit import WHOLE_COHORT, CommitRule
 from fedsilo.algorithms.sampling import Stragglers, UniformSampler
-from fedsilo.core.messages import Rejection, Reply, ReplySpec, Signed, Task, TaskKind
+from fedsilo.core.messages import (
+    EvaluateTask,
+    FitTask,
+    Rejection,
+    Reply,
+    ReplySpec,
+    Signed,
+    Task,
+    TaskKind,
+)
 from fedsilo.core.params import Params, ParamSpec, check_like, global_norm, spec_of
 from fedsilo.core.rng import derive_seed
 from fedsilo.errors import (
@@ -194,6 +203,7 @@ class Strategy:
     stragglers: Stragglers | None = None
     admission: Admission = field(default_factory=Admission)  # the run's prepare-stage counts
     rule: CommitRule = WHOLE_COHORT
+    setup: Mapping[str, Any] = field(default_factory=dict)  # what every task carries
 
     def init(self, params: Params) -> ServerState:
         history = {0: dict(params)} if self.rule.mixing is not None else {}
@@ -206,8 +216,7 @@ class Strategy:
         """A fit task on the newest model (`config`: this institution's, e.g. a straggler's
         fewer epochs; `layer_round`: the round the layers' client config is made for)."""
         if config is None:
-            config = {**self.client_config, "work": self.work.name,
-                      "seed": derive_seed(seed, "client")}
+            config = self.client_config
         model_spec = spec_of(state.params)
         update_spec = self.work.update_spec(model_spec)
         expects = expected_reply(self.aggregator.encoded_spec(update_spec), update_spec)
@@ -215,14 +224,14 @@ class Strategy:
             state.aggregator_state, round if layer_round is None else layer_round)
         params = self.work.task_params(state.work_state, state.params)
         return Task(run_id, round, state.version, TaskKind.FIT, client, params, config,
-                    layer_cfg, expects)
+                    layer_cfg, expects, FitTask(self.work.name, derive_seed(seed, "client")),
+                    self.setup)
 
     def configure(self, state: ServerState, available: Sequence[str], round: int,
                   run_id: str, seed: int) -> tuple[list[Task], Collection]:
         """Fit tasks for this round's cohort, and the collection that will gather them."""
         cohort = self.sampler.sample(available, round, seed)
-        cfg = {**self.client_config, "work": self.work.name, "seed": derive_seed(seed, "client")}
-        configs = {cid: cfg for cid in cohort}
+        configs: dict[str, dict] = {cid: dict(self.client_config) for cid in cohort}
         if self.stragglers is not None:
             configs = self.stragglers.apply(configs, round, seed)
         tasks = [self.fit_task(state, cid, round, run_id, seed, c) for cid, c in configs.items()]
@@ -351,8 +360,8 @@ class Strategy:
                        run_id: str, final: bool = False) -> list[Task]:
         """Federated evaluation: every institution scores the global model on its test split
         (and its personal models; local fine-tuning runs on the `final` evaluation)."""
-        cfg = {**self.client_config, "final": final}
-        return [Task(run_id, round, state.version, TaskKind.EVALUATE, cid, state.params, cfg)
+        return [Task(run_id, round, state.version, TaskKind.EVALUATE, cid, state.params,
+                     self.client_config, body=EvaluateTask(final), setup=self.setup)
                 for cid in sorted(clients)]
 
     def _validate(self, state: ServerState, coll: Collection, reply: Reply) -> int:

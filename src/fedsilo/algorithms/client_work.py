@@ -1,4 +1,4 @@
-"""Client work by name: what an institution runs for a fit task (its config's "work").
+"""Client work by name: what an institution runs for a fit task (its `FitTask.work`).
 
 Each algorithm's client half lives in its own module, next to its server rule
 (`local_training` and `gradient` in fedavg.py, SCAFFOLD's in scaffold.py, FedNova's in

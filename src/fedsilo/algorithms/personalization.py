@@ -39,7 +39,8 @@ def ditto_round(trainer: Trainer, global_params: Params, config: Mapping[str, An
 
 
 def personal_metrics(trainer: Trainer, global_params: Params, config: Mapping[str, Any],
-                     rng: np.random.Generator, state: Mapping[str, Any]) -> dict[str, float]:
+                     rng: np.random.Generator, state: Mapping[str, Any],
+                     final: bool = False) -> dict[str, float]:
     """Test metrics of the institution's personal models: `ditto_<metric>` for Ditto's v_i,
     and, on the final evaluation, `finetuned_<metric>` for the locally fine-tuned global
     model."""
@@ -48,7 +49,7 @@ def personal_metrics(trainer: Trainer, global_params: Params, config: Mapping[st
         _, m = trainer.evaluate(state["ditto"])
         out.update({f"ditto_{k}": v for k, v in m.items()})
     finetune = config.get("finetune")
-    if finetune and config.get("final"):
+    if finetune and final:
         tuned, _, _ = trainer.fit(global_params, _settings(config, finetune), rng)
         _, m = trainer.evaluate(tuned)
         out.update({f"finetuned_{k}": v for k, v in m.items()})

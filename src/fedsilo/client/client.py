@@ -45,9 +45,9 @@ class Client:
                 return self._evaluate(task)
             if task.kind is TaskKind.STAGE:
                 return self._stage(task)
-            name = str(task.config.get("work", "local_training"))
+            name = task.fit.work
             work = get_client_work(name)
-            rng = generator(int(task.config.get("seed", 0)), task.round, self.client_id, "fit")
+            rng = generator(task.fit.seed, task.round, self.client_id, "fit")
             update, n, metrics = work(self.trainer, task.params, dict(task.config), rng,
                                       self.state)
             if task.config.get("ditto"):
@@ -70,16 +70,17 @@ class Client:
     def _evaluate(self, task: Task) -> Reply:
         """The global model's test metrics, plus those of this institution's personal models."""
         n, metrics = self.trainer.evaluate(task.params)
-        rng = generator(int(task.config.get("seed", 0)), task.round, self.client_id, "personal")
-        extra = personal_metrics(self.trainer, task.params, task.config, rng, self.state)
+        rng = generator(0, task.round, self.client_id, "personal")
+        extra = personal_metrics(self.trainer, task.params, task.config, rng, self.state,
+                                 task.evaluate.final)
         return self._reply(task, n, metrics={**metrics, **extra})
 
     def _stage(self, task: Task) -> Reply:
         staged = find_staged(self.encoder)
         if staged is None:
-            raise ProtocolError(f"stage '{task.config.get('stage')}' asked, but this run's "
+            raise ProtocolError(f"stage '{task.stage.stage}' asked, but this run's "
                                 f"aggregator has no stages")
-        answer = staged.stage_respond(str(task.config["stage"]), task.config["payload"],
+        answer = staged.stage_respond(task.stage.stage, task.stage.payload,
                                       self.context(task.round), self.client_id)
         return self._reply(task, 0, payload={"stage": answer})
 

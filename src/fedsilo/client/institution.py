@@ -65,7 +65,7 @@ class Institution:
             return self._prepare(task)
         try:
             self._check_policy(task)
-            client = self._client(task.config)
+            client = self._client(task.setup)
         except FedsiloError as e:
             return self._refusal(task, ErrorInfo(e.code, str(e)))
         reply = client.handle(task)
@@ -100,9 +100,9 @@ class Institution:
                 self.policy.check_prepare({c: int(train[c].nunique()) for c in categorical
                                            if c in train})
             elif task.kind is TaskKind.EVALUATE:
-                self.policy.check_evaluate(task.config, task.round)
+                self.policy.check_evaluate(task.setup, task.round)
             else:
-                self.policy.check_fit(task.config, task.round,
+                self.policy.check_fit(task.setup, task.config, task.round,
                                       self._trained.get(task.run_id, 0), self.name)
         except PolicyRefused as e:
             log.warning("institution '%s' refused task %s: %s", self.name, task.task_id, e)
@@ -149,9 +149,8 @@ class Institution:
                               f"be summarised ({type(e).__name__}; details in its own log)")
         return self._refusal(task, error)
 
-    def _client(self, config: Mapping[str, Any]) -> Client:
-        setup = config.get("setup")
-        if not isinstance(setup, Mapping):
+    def _client(self, setup: Mapping[str, Any]) -> Client:
+        if not setup:
             raise ConfigError("task carries no run setup (preprocessing, model, aggregator)")
         key = json.dumps(setup, sort_keys=True)
         if key not in self._clients:

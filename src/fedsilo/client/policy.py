@@ -90,13 +90,13 @@ class SitePolicy(BaseModel):
         return "\n".join(lines) + "\n"
 
     # checks ------------------------------------------------------------------------------
-    def check_fit(self, config: Mapping[str, Any], round_: int, answered: int,
-                  name: str) -> None:
-        """Refuse a fit (or secure-sum stage) task weaker than this policy. `answered`: fit
-        tasks of this run this institution already trained (its own count, not the
-        server's); `name`: this institution (its local-DP budget)."""
-        setup = config.get("setup")
-        if not isinstance(setup, Mapping):
+    def check_fit(self, setup: Mapping[str, Any], config: Mapping[str, Any], round_: int,
+                  answered: int, name: str) -> None:
+        """Refuse a fit (or secure-sum stage) task weaker than this policy: its run `setup`
+        and client settings `config`. `answered`: fit tasks of this run this institution
+        already trained (its own count, not the server's); `name`: this institution (its
+        local-DP budget)."""
+        if not setup:
             raise PolicyRefused("task carries no run setup to check against the site policy")
         self._check_run(setup, round_, answered)
         spec = setup.get("aggregator") or {}
@@ -138,12 +138,11 @@ class SitePolicy(BaseModel):
             raise PolicyRefused(f"site policy lets at most {self.max_levels} levels of a column "
                                 f"leave; {many} ha{'s' if len(many) == 1 else 've'} more")
 
-    def check_evaluate(self, config: Mapping[str, Any], round_: int) -> None:
+    def check_evaluate(self, setup: Mapping[str, Any], round_: int) -> None:
         if not self.evaluation:
             raise PolicyRefused("site policy: evaluation on this institution's data is not "
                                 "allowed (evaluation = false)")
-        setup = config.get("setup")
-        if isinstance(setup, Mapping):
+        if setup:
             self._check_run(setup, round_, 0)
 
     def allowed_metrics(self, metrics: Mapping[str, float]) -> dict[str, float]:

@@ -132,8 +132,7 @@ def build_strategy(cfg: RunConfig, setup: Mapping[str, Any] | None = None,
         strategy = _strategy(cfg, keys, spec)
     if setup is None:
         return strategy
-    return dataclasses.replace(strategy, client_config={**strategy.client_config,
-                                                        "setup": dict(setup)})
+    return dataclasses.replace(strategy, setup=dict(setup))
 
 
 def client_settings(cfg: RunConfig) -> dict[str, Any]:

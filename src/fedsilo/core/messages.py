@@ -30,11 +30,46 @@ class ReplySpec:
 
 
 @dataclass(frozen=True)
+class FitTask:
+    """What a fit task asks: the client work to run (algorithms/registry) and the run's seed
+    of training randomness."""
+
+    work: str = "local_training"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EvaluateTask:
+    """What an evaluation asks: `final` on the run's last one (local fine-tuning runs then)."""
+
+    final: bool = False
+
+
+@dataclass(frozen=True)
+class StageTask:
+    """An aggregation layer's extra exchange: the stage's name and what it sends."""
+
+    stage: str
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+TaskBody = FitTask | EvaluateTask | StageTask
+BODIES: dict[TaskKind, type] = {TaskKind.FIT: FitTask, TaskKind.EVALUATE: EvaluateTask,
+                                TaskKind.STAGE: StageTask}
+
+
+@dataclass(frozen=True)
 class Task:
     """Work the server asks of one institution.
 
-    `config` carries the client-work settings (work name, epochs, lr, ...); `layer_config`
-    carries what each aggregation layer's client half needs this round.
+    `round` is the number the task's work counts toward: the synchronous round, the secure
+    FedBuff group, or for a buffered asynchronous task the institution's count of tasks (so
+    each task of a run has its own id and its own randomness). `body` says what the kind of
+    task asks (FitTask, EvaluateTask, StageTask; a prepare task has none); `setup` is the run
+    setup an institution builds its client from (config/build.py: run_setup: how to read its
+    data, the fitted preprocessing, the model, the aggregator); `config` carries the run's
+    client settings ([client] epochs, lr, ..., personalisation, local DP) and `layer_config`
+    what each aggregation layer's client half needs this round.
     """
 
     run_id: str
@@ -46,11 +81,36 @@ class Task:
     config: Mapping[str, Any] = field(default_factory=dict)
     layer_config: Mapping[str, Any] = field(default_factory=dict)
     expects: ReplySpec | None = field(default=None, compare=False, repr=False)  # server side
+    body: TaskBody | None = None
+    setup: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        wanted = BODIES.get(self.kind)
+        if wanted is not None and not isinstance(self.body, wanted):
+            if self.body is not None or wanted is StageTask:
+                raise ProtocolError(f"a {self.kind.value} task carries a "
+                                    f"{type(self.body).__name__}, not a {wanted.__name__}")
+            object.__setattr__(self, "body", wanted())  # the defaults
 
     @property
     def task_id(self) -> str:
-        stage = f"-{self.config['stage']}" if self.kind is TaskKind.STAGE else ""
+        stage = f"-{self.body.stage}" if isinstance(self.body, StageTask) else ""
         return f"{self.run_id}/{self.round}/{self.kind.value}{stage}/{self.client_id}"
+
+    @property
+    def fit(self) -> FitTask:
+        assert isinstance(self.body, FitTask), f"not a fit task: {self.kind.value}"
+        return self.body
+
+    @property
+    def evaluate(self) -> EvaluateTask:
+        assert isinstance(self.body, EvaluateTask), f"not an evaluation: {self.kind.value}"
+        return self.body
+
+    @property
+    def stage(self) -> StageTask:
+        assert isinstance(self.body, StageTask), f"not a stage: {self.kind.value}"
+        return self.body
 
 
 @dataclass(frozen=True)

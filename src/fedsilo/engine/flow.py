@@ -30,7 +30,7 @@ from fedsilo.algorithms.base import (
     Strategy,
     judge_evaluation,
 )
-from fedsilo.core.messages import Rejection, Reply, Task, TaskKind
+from fedsilo.core.messages import Rejection, Reply, StageTask, Task, TaskKind
 from fedsilo.core.params import Params, digest
 from fedsilo.core.rng import derive_seed
 from fedsilo.engine.events import EventBus, RoundEvent
@@ -123,8 +123,9 @@ class _Stages:
     the round (recorded, and told why)."""
 
     def __init__(self, staged: Any, coll: Collection, run_id: str,
-                 client_config: Mapping[str, Any]) -> None:
-        self.staged, self.coll, self.run_id, self.config = staged, coll, run_id, client_config
+                 strategy: Strategy) -> None:
+        self.staged, self.coll, self.run_id = staged, coll, run_id
+        self.config, self.setup = strategy.client_config, strategy.setup
         self.stage = ""
         self.asked = False  # a stage was asked and awaits its verdict
         self.tasks: dict[str, Task] = {}
@@ -134,8 +135,8 @@ class _Stages:
         self.stage, self.answers, self.asked = stage, {}, True
         requests = self.staged.stage_requests(stage, self.coll.accumulator, alive)
         self.tasks = {cid: Task(self.run_id, self.coll.round, self.coll.version,
-                                TaskKind.STAGE, cid, {},
-                                {**self.config, "stage": stage, "payload": payload})
+                                TaskKind.STAGE, cid, {}, self.config,
+                                body=StageTask(stage, payload), setup=self.setup)
                       for cid, payload in sorted(requests.items())}
         return list(self.tasks.values())
 
@@ -177,7 +178,7 @@ class _CohortRound:
         self.members = list(available)
         self.staged = find_staged(s.aggregator)
         self.stages = (None if self.staged is None else
-                       _Stages(self.staged, self.coll, flow.settings.run_id, s.client_config))
+                       _Stages(self.staged, self.coll, flow.settings.run_id, s))
         self.plan: list[str] = list(self.staged.pre_stages) if self.staged is not None else []
         self.post = list(self.staged.post_stages) if self.staged is not None else []
         self.phase = "pre"

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from fedsilo.core.messages import ErrorInfo, Reply, ReplySpec, Task, TaskKind
+from fedsilo.core.messages import BODIES, ErrorInfo, Reply, ReplySpec, Task, TaskKind
 from fedsilo.core.params import Params, shape_fits
-from fedsilo.errors import MalformedUpdate
+from fedsilo.errors import MalformedUpdate, ProtocolError
 from fedsilo.transport.grpc import fedsilo_pb2 as pb
 
 CHUNK = 1 << 20
@@ -216,15 +216,21 @@ def _allocate(env: Any) -> tuple[Params, list[np.ndarray]]:
 def task_meta(task: Task) -> dict[str, Any]:
     return {"run_id": task.run_id, "round": task.round, "model_version": task.model_version,
             "kind": task.kind.value, "client_id": task.client_id, "config": dict(task.config),
-            "layer_config": dict(task.layer_config)}
+            "layer_config": dict(task.layer_config),
+            "body": asdict(task.body) if task.body is not None else None,
+            "setup": dict(task.setup)}
 
 
 def task_from(meta: Mapping[str, Any], arrays: Params) -> Task:
     try:
+        kind = TaskKind(meta["kind"])
+        body_type = BODIES.get(kind)
+        body = body_type(**dict(meta["body"])) if body_type is not None else None
         return Task(str(meta["run_id"]), int(meta["round"]), int(meta["model_version"]),
-                    TaskKind(meta["kind"]), str(meta["client_id"]), arrays,
-                    dict(meta.get("config", {})), dict(meta.get("layer_config", {})))
-    except (KeyError, ValueError, TypeError, OverflowError) as e:
+                    kind, str(meta["client_id"]), arrays,
+                    dict(meta.get("config", {})), dict(meta.get("layer_config", {})),
+                    body=body, setup=dict(meta.get("setup") or {}))
+    except (KeyError, ValueError, TypeError, OverflowError, ProtocolError) as e:
         raise MalformedUpdate(f"task metadata is incomplete or wrong: {e!r}") from None
 
 

@@ -95,11 +95,10 @@ def test_deterministic_noise_reproduces_dp_sgd_in_simulation_only():
     cfg = heart_mlp(mode="local", local_epsilon={"*": 3.0}, deterministic_noise=True)
     local = client_settings(cfg)["dp_local"]
     assert local["deterministic"] is True
-    task = {"setup": {"strategy": "fedavg", "model": {"kind": "mlp"}, "aggregator": {}},
-            "dp_local": local}
-    with pytest.raises(PolicyRefused, match="refuses deterministic_noise"):
-        SitePolicy(secure="none").check_fit(task, 1, 0, "cleveland")  # a deployed kit's default
-    SitePolicy(secure="none").check_fit({**task, "dp_local": {**local, "deterministic": False}},
+    setup = {"strategy": "fedavg", "model": {"kind": "mlp"}, "aggregator": {}}
+    with pytest.raises(PolicyRefused, match="refuses deterministic_noise"):  # a kit's default
+        SitePolicy(secure="none").check_fit(setup, {"dp_local": local}, 1, 0, "cleveland")
+    SitePolicy(secure="none").check_fit(setup, {"dp_local": {**local, "deterministic": False}},
                                         1, 0, "cleveland")
 
 
@@ -178,7 +177,7 @@ class Spy:
 
     def handle(self, task: Task) -> Reply:
         if task.kind is TaskKind.STAGE:
-            self.asked.append(task.config["stage"])
+            self.asked.append(task.stage.stage)
         if task.kind is TaskKind.FIT and self.drops:
             return Reply(task.task_id, self.client.client_id, task.round, task.model_version,
                          0, error=ErrorInfo("transport_error", "connection lost"))

@@ -87,7 +87,7 @@ class Rewrite:
 
     def handle(self, task: Task) -> Reply:
         reply = self.inner.handle(task)
-        if task.kind is TaskKind.STAGE and task.config["stage"] == self.step:
+        if task.kind is TaskKind.STAGE and task.stage.stage == self.step:
             return dataclasses.replace(reply, payload={"stage": self.change(
                 dict(reply.payload["stage"]))})
         return reply
@@ -469,14 +469,16 @@ class KeySwapping(InProcessTransport):
         return super().call(self._swap(task))
 
     def _swap(self, task: Task) -> Task:
-        payload = task.config.get("payload", {})
-        if task.kind is not TaskKind.STAGE or self.victim not in payload.get("peers", {}):
+        if task.kind is not TaskKind.STAGE:
+            return task
+        payload = task.stage.payload
+        if self.victim not in payload.get("peers", {}):
             return task
         peers = dict(payload["peers"])
         peers[self.victim] = {**peers[self.victim], "c_pk": b64(self.public[0]),
                               "s_pk": b64(self.public[1])}
-        return dataclasses.replace(task, config={**task.config,
-                                                 "payload": {**payload, "peers": peers}})
+        return dataclasses.replace(task, body=dataclasses.replace(
+            task.stage, payload={**payload, "peers": peers}))
 
 
 def test_a_server_substituting_an_institutions_keys_is_detected_and_the_round_aborts(

@@ -41,7 +41,7 @@ class DropAt:
         self.client, self.step, self.rounds = client, step, rounds
 
     def handle(self, task: Task) -> Reply:
-        step = task.config.get("stage") if task.kind is TaskKind.STAGE else task.kind.value
+        step = task.stage.stage if task.kind is TaskKind.STAGE else task.kind.value
         if step == self.step and task.round in self.rounds:
             return Reply(task.task_id, self.client.client_id, task.round, task.model_version,
                          0, error=ErrorInfo("transport_error", "connection lost"))
@@ -154,7 +154,7 @@ def tamper(kind):
 
         def handle(self, task):
             reply = self.client.handle(task)
-            if task.kind is TaskKind.STAGE and task.config["stage"] == "share":
+            if task.kind is TaskKind.STAGE and task.stage.stage == "share":
                 shares = dict(reply.payload["stage"]["shares"])
                 victim = sorted(shares)[0]
                 if kind == "corrupt":
