@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fedsilo.client.factory import make_trainer
+from fedsilo.client.user_model import with_architecture
 from fedsilo.config.build import (
     build_clock,
     build_strategy,
@@ -56,6 +57,7 @@ def initial_params(cfg: RunConfig, pre: Preprocessor) -> Params:
     empty = np.zeros((0, width), np.float32)
     data = LocalData(empty, np.zeros(0, np.float32), empty, np.zeros(0, np.float32), task,
                      len(pre.classes) if task != "regression" else 1)
+    # a factory model is built here exactly as at the institutions (client/user_model.py)
     return make_trainer(model_spec(cfg), data).initial_params()
 
 
@@ -118,6 +120,7 @@ def run_session(cfg: RunConfig, transport: ServerTransport, schema: Schema, run_
                            audit=recorder is not None and recorder.store is not None,
                            time_limit=_time_limit(cfg, timeout, rounds))
     initial = initial_params(cfg, pre)
+    setup = with_architecture(setup, initial)  # a factory model: institutions check theirs
     start = recorder.resume() if recorder is not None and resume else None
     strategy = replace(build_strategy(cfg, setup, keys, len(admission.train_rows)),
                        admission=admission)

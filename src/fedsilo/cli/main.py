@@ -110,7 +110,8 @@ def _run(path: Path, args: argparse.Namespace, console: Console) -> int:
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update=run_update)})
     metric = PRIMARY[cfg.data.task]
     console.print(f"[bold]fedsilo[/] {cfg.run.name}: {len(cfg.data.institutions) or 'partitioned'}"
-                  f" institutions, {cfg.strategy.name}, {cfg.model.kind}, {cfg.run.rounds} rounds")
+                  f" institutions, {cfg.strategy.name}, {cfg.model.kind or cfg.model.factory}, "
+                  f"{cfg.run.rounds} rounds")
     if args.quiet or not sys.stderr.isatty():
         result = run_simulation(cfg)
     else:

@@ -12,6 +12,7 @@ from torch import nn
 from fedsilo.client.models import build_model
 from fedsilo.client.sklearn_trainer import SklearnTrainer
 from fedsilo.client.torch_trainer import TorchTrainer
+from fedsilo.client.user_model import build_user_model, check_architecture
 from fedsilo.core.trainer import Trainer
 from fedsilo.data.local_data import LocalData
 from fedsilo.errors import ConfigError
@@ -28,8 +29,14 @@ class ModelCache:
             task: str) -> nn.Module:
         key = json.dumps([dict(spec), num_features, num_outputs, task], sort_keys=True)
         if key not in self._models:
-            self._models[key] = build_model(spec["kind"], num_features, num_outputs, task,
-                                            spec.get("hidden", (32,)), int(spec.get("seed", 0)))
+            if spec.get("factory") is not None:  # your own model, by import path
+                model = build_user_model(str(spec["factory"]), spec.get("args") or {},
+                                         num_features, num_outputs, int(spec.get("seed", 0)))
+            else:
+                model = build_model(spec.get("kind", ""), num_features, num_outputs, task,
+                                    spec.get("hidden", (32,)), int(spec.get("seed", 0)))
+            check_architecture(model, spec)  # before it is cached: a mismatch is never used
+            self._models[key] = model
         return self._models[key]
 
 
@@ -38,7 +45,9 @@ def make_trainer(spec: Mapping[str, Any], data: LocalData,
     """The trainer a model spec names, on `data`.
 
     Raises:
-        ConfigError: unknown framework or model kind.
+        ConfigError: unknown framework or model kind; a model factory that cannot be
+            imported, fails or returns no nn.Module; a model whose parameter names or shapes
+            differ from the architecture the server recorded in `spec`.
     """
     framework = spec.get("framework", "torch")
     if framework == "sklearn":

@@ -34,6 +34,12 @@ PROTECTION = {"secagg+": ("secagg+", "secagg"), "ckks": ("ckks",),
               "none": ("none", "secagg+", "secagg", "ckks")}
 
 
+# explanations written above a key in policy.toml
+_COMMENTS = {"factories": ("model factories (\"module.path:callable\", a run's [model] factory)",
+                           "this institution will import and run: its own code, installed here;",
+                           "[] allows none (built-in models are governed by 'models')")}
+
+
 class PolicyRefused(FedsiloError):
     """A task asks for something the institution's policy does not allow."""
 
@@ -52,6 +58,7 @@ class SitePolicy(BaseModel):
     max_clip_norm: float | None = Field(default=None, gt=0)
     strategies: list[str] = list(STRATEGIES)
     models: list[str] = list(MODELS)
+    factories: list[str] = []  # model factories ("module.path:callable") allowed; none by default
     max_rounds: int = Field(default=1000, ge=1)
     metrics: list[str] = list(METRICS)
     evaluation: bool = True
@@ -83,6 +90,7 @@ class SitePolicy(BaseModel):
         lines = ["# This institution's site policy: every task from the server is checked",
                  "# against it before any work. Edit it; the server never sees or sends it."]
         for key, value in self.model_dump().items():
+            lines += [f"# {line}" for line in _COMMENTS.get(key, ())]
             if value is not None:
                 lines.append(f"{key} = {_toml(value)}")
             else:
@@ -158,8 +166,14 @@ class SitePolicy(BaseModel):
         if strategy not in self.strategies:
             raise PolicyRefused(f"site policy allows strategies {self.strategies}, task asks "
                                 f"for '{strategy}'")
-        kind = (setup.get("model") or {}).get("kind")
-        if kind not in self.models:
+        model = setup.get("model") or {}
+        factory = model.get("factory")
+        if factory is not None:  # your own model: code this institution would import and run
+            if factory not in self.factories:
+                raise PolicyRefused(f"site policy allows model factories {self.factories}, "
+                                    f"task asks for '{factory}' (to allow it, add it to "
+                                    f"'factories' in {FILENAME})")
+        elif (kind := model.get("kind")) not in self.models:
             raise PolicyRefused(f"site policy allows models {self.models}, task asks for "
                                 f"'{kind}'")
         if max(round_, answered + 1) > self.max_rounds:

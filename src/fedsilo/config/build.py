@@ -27,8 +27,12 @@ from fedsilo.optim import sgd
 
 
 def model_spec(cfg: RunConfig) -> dict[str, Any]:
+    seed = derive_seed(cfg.run.seed, "model")
+    if cfg.model.factory is not None:  # your own model: by import path, built under `seed`
+        return {"factory": cfg.model.factory, "args": dict(cfg.model.args),
+                "framework": "torch", "seed": seed}
     return {"kind": cfg.model.kind, "framework": cfg.model.framework,
-            "hidden": list(cfg.model.hidden), "seed": derive_seed(cfg.run.seed, "model")}
+            "hidden": list(cfg.model.hidden), "seed": seed}
 
 
 def privacy_spec(cfg: RunConfig, institutions: int) -> dict[str, Any] | None:

@@ -3,6 +3,7 @@ the section, the key, the value found and what was expected."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -14,6 +15,7 @@ from pydantic import (
     SerializationInfo,
     SerializerFunctionWrapHandler,
     ValidationError,
+    field_validator,
     model_serializer,
     model_validator,
 )
@@ -128,10 +130,52 @@ class DataSection(_Section):
         return None
 
 
+# "package.module:callable" (dotted attribute after the colon allowed); imported, never exec'd
+FACTORY_PATTERN = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+FACTORY_RESERVED = ("num_features", "num_outputs")  # passed by fedsilo, not by [model.args]
+
+
 class ModelSection(_Section):
-    kind: Literal["linear_regression", "logistic_regression", "mlp"]
+    """A built-in model (`kind`), or your own PyTorch model: `factory` names a callable by
+    import path ("my_package.models:build"), called with `args` plus num_features and
+    num_outputs under the run's model seed; it must return an nn.Module."""
+
+    kind: Literal["linear_regression", "logistic_regression", "mlp"] | None = None
     framework: Literal["torch", "sklearn"] = "torch"
     hidden: list[int] = [32]
+    factory: str | None = None
+    args: dict[str, int | float | str | bool | list[Any]] = {}
+
+    @field_validator("factory")
+    @classmethod
+    def _factory_path(cls, factory: str | None) -> str | None:
+        if factory is not None and not FACTORY_PATTERN.fullmatch(factory):
+            raise ValueError(f"factory must be \"module.path:callable\" (e.g. "
+                             f"\"my_package.models:build\"), got '{factory}'")
+        return factory
+
+    @model_validator(mode="after")
+    def _kind_or_factory(self) -> ModelSection:
+        if self.factory is None:
+            if self.kind is None:
+                raise ValueError("set kind (a built-in model) or factory "
+                                 "(\"module.path:callable\", your own PyTorch model)")
+            if self.args:
+                raise ValueError("args are passed to a factory only; set factory or remove "
+                                 "[model.args]")
+            return self
+        if self.kind is not None:
+            raise ValueError("set kind or factory, not both (a factory builds the whole model)")
+        if "hidden" in self.model_fields_set:
+            raise ValueError("hidden applies to kind 'mlp' only; pass a factory's sizes in "
+                             "[model.args]")
+        if self.framework != "torch":
+            raise ValueError("a factory builds a PyTorch model: framework must be 'torch'")
+        reserved = sorted(set(self.args) & set(FACTORY_RESERVED))
+        if reserved:
+            raise ValueError(f"args {reserved} are set by fedsilo from the data, not in "
+                             f"[model.args]")
+        return self
 
     @model_validator(mode="after")
     def _sklearn_linear(self) -> ModelSection:
