@@ -33,3 +33,9 @@ NOT_CALLABLE = 3
 def leaky(num_features: int, num_outputs: int) -> nn.Module:
     """A factory that fails quoting a value it read (as user code may)."""
     raise ValueError("row of patient 4711 has age 93")
+
+
+def bn_mlp(num_features: int, num_outputs: int, hidden: int = 8) -> nn.Module:
+    """Linear - BatchNorm1d - ReLU - Linear (for the BatchNorm rule)."""
+    return nn.Sequential(nn.Linear(num_features, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
+                         nn.Linear(hidden, num_outputs))

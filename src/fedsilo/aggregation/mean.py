@@ -43,7 +43,8 @@ class WeightedMean(Delegating):
         if num_examples <= 0:
             raise MalformedUpdate(f"mean: num_examples must be > 0, got {num_examples}")
         w = self.weight(num_examples)
-        weighted = {n: (u * w).astype(u.dtype, copy=False) for n, u in update.items()}
+        weighted = {n: np.asarray(u * w).astype(u.dtype, copy=False)  # 0-d stays an array
+                    for n, u in update.items()}
         weighted[WEIGHT_KEY] = np.array([w], dtype=np.float64)
         return self.inner.encode(weighted, num_examples, config, context)
 

@@ -55,4 +55,5 @@ def make_trainer(spec: Mapping[str, Any], data: LocalData,
     if framework != "torch":
         raise ConfigError(f"model.framework must be 'torch' or 'sklearn', got '{framework}'")
     model = (models or ModelCache()).get(spec, data.num_features, data.num_outputs, data.task)
-    return TorchTrainer(model, data, name=name)
+    return TorchTrainer(model, data, name=name,
+                        batchnorm=str(spec.get("batchnorm", "average")))

@@ -2,6 +2,16 @@
 
 In simulation many institutions share one module object (they run one at a time): parameters
 are copied in at the start of a task and out at its end, and never otherwise.
+
+BatchNorm rule (`[model] batchnorm`): "average" (default) treats every state_dict entry,
+BatchNorm running statistics included, like any parameter. "local" is FedBN (Li et al., "FedBN:
+Federated Learning on Non-IID Features via Local Batch Normalization", ICLR 2021): every entry
+of a BatchNorm layer (weight, bias, running_mean, running_var, num_batches_tracked) stays in the
+institution. Whenever parameters are copied in (fit, gradient, evaluate, predict) the
+institution's own BN entries replace the received ones (until its first fit: the received
+ones); a fit keeps the trained BN entries here and returns the *received* ones, so the update
+(received - returned) is exactly zero there and the server's BN entries do not move under any
+mean; a gradient is zero there. The spec of what travels is unchanged (the full state_dict).
 """
 
 from __future__ import annotations
@@ -11,6 +21,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from fedsilo.client.dp_sgd import DPSGD, LocalDP
 from fedsilo.client.training import batches, evaluate_on_test
@@ -31,6 +42,16 @@ def _loss_fn(task: str) -> nn.Module:
 OptimizerFactory = Callable[[Iterator[nn.Parameter], TrainConfig], torch.optim.Optimizer]
 
 
+BATCHNORM_RULES = ("average", "local")
+
+
+def batchnorm_names(model: nn.Module) -> tuple[str, ...]:
+    """The state_dict names of every entry of every BatchNorm layer of `model`."""
+    return tuple(f"{prefix}.{key}" if prefix else key
+                 for prefix, module in model.named_modules() if isinstance(module, _BatchNorm)
+                 for key in module.state_dict())
+
+
 def default_optimizer(params: Iterator[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
     """SGD (with momentum / weight decay) or Adam, as the task's TrainConfig says."""
     if cfg.optimizer == "adam":
@@ -49,10 +70,16 @@ class TorchTrainer:
             (binary), cross-entropy (multiclass) or MSE (regression).
         optimizer: a factory (parameters, TrainConfig) -> torch optimizer; a fresh optimizer
             is made for every fit task (no optimizer state crosses rounds).
+        batchnorm: "average" (BN entries travel like any parameter) or "local" (FedBN: they
+            stay with this trainer, see the module docstring).
     """
 
     def __init__(self, model: nn.Module, data: LocalData, loss: nn.Module | None = None,
-                 optimizer: OptimizerFactory = default_optimizer, name: str = "") -> None:
+                 optimizer: OptimizerFactory = default_optimizer, name: str = "",
+                 batchnorm: str = "average") -> None:
+        if batchnorm not in BATCHNORM_RULES:
+            raise ConfigError(f"model.batchnorm must be one of {list(BATCHNORM_RULES)}, got "
+                              f"'{batchnorm}'")
         self.model = model
         self.data = data
         self.loss = loss if loss is not None else _loss_fn(data.task)
@@ -60,6 +87,8 @@ class TorchTrainer:
         self.name = name
         self._dp: DPSGD | None = None
         self._tensors = dict(model.state_dict(keep_vars=True))
+        self._local_names = batchnorm_names(model) if batchnorm == "local" else ()
+        self.local_entries: Params = {}  # this institution's BN entries ("local"), once fit
         self._x = torch.from_numpy(np.ascontiguousarray(data.x_train, dtype=np.float32))
         y_dtype = np.int64 if data.task == "multiclass" else np.float32
         self._y = torch.from_numpy(np.ascontiguousarray(data.y_train, dtype=y_dtype))
@@ -81,7 +110,7 @@ class TorchTrainer:
             if reg is not None:
                 raise ConfigError("local DP-SGD cannot be combined with a proximal term or "
                                   "control variates (Opacus owns the gradients)")
-            return self._fit_private(cfg, rng)
+            return self._fit_private(params, cfg, rng)
         opt = self.make_optimizer(self.model.parameters(), cfg)
         terms = self._regularizer_tensors(reg)
         total, count, steps = 0.0, 0, 0
@@ -96,7 +125,7 @@ class TorchTrainer:
             total += float(loss.detach()) * len(idx)
             count += len(idx)
             steps += 1
-        return self._dump(), self.num_examples, {"train_loss": total / max(count, 1),
+        return self._dump_fit(params), self.num_examples, {"train_loss": total / max(count, 1),
                                                  "local_steps": float(steps)}
 
     def _regularizer_tensors(self, reg: Regularizer | None
@@ -107,8 +136,8 @@ class TorchTrainer:
             return []
         out = []
         for name, t in self._tensors.items():
-            if not isinstance(t, nn.Parameter):
-                continue
+            if not isinstance(t, nn.Parameter) or name in self._local_names:
+                continue  # a local BN entry is no one's to pull towards the server's
             anchor = (torch.from_numpy(np.asarray(reg.anchor[name], np.float32))
                       if reg.mu and reg.anchor is not None else None)
             corr = (torch.from_numpy(np.asarray(reg.correction[name], np.float32))
@@ -129,7 +158,7 @@ class TorchTrainer:
                 if corr is not None:
                     p.grad.add_(corr)
 
-    def _fit_private(self, cfg: TrainConfig,
+    def _fit_private(self, params: Params, cfg: TrainConfig,
                      rng: np.random.Generator) -> tuple[Params, int, dict[str, float]]:
         """DP-SGD with Opacus; the institution's accountant persists across rounds."""
         if cfg.steps is not None:
@@ -146,7 +175,7 @@ class TorchTrainer:
 
         loss, used = self._dp.fit(self.model, lambda ps: self.make_optimizer(ps, cfg),
                                   objective, self.num_examples, rng)
-        return self._dump(), self.num_examples, {
+        return self._dump_fit(params), self.num_examples, {
             "train_loss": loss, "dp_epsilon": self._dp.epsilon,
             "dp_noise_multiplier": self._dp.noise_multiplier}
 
@@ -160,6 +189,7 @@ class TorchTrainer:
         for name, t in self._tensors.items():
             g = t.grad if isinstance(t, nn.Parameter) and t.grad is not None else None
             grads[name] = (g.detach().numpy().copy() if g is not None
+                           and name not in self._local_names
                            else np.zeros(tuple(t.shape), dtype=np.float32))
         return grads, self.num_examples, {"train_loss": float(loss.detach())}
 
@@ -184,9 +214,21 @@ class TorchTrainer:
         return self.loss(out if self.data.task == "multiclass" else out.reshape(-1), y)
 
     def _load(self, params: Params) -> None:
+        """Copy `params` in; under "local", this institution's own BN entries instead of the
+        received ones (once it has any)."""
         with torch.no_grad():
             for name, t in self._tensors.items():
-                t.copy_(torch.from_numpy(params[name]))
+                # asarray: a 0-d entry (num_batches_tracked) may arrive as a numpy scalar
+                t.copy_(torch.from_numpy(np.asarray(self.local_entries.get(name, params[name]))))
+
+    def _dump_fit(self, received: Params) -> Params:
+        """The trained parameters; under "local" the trained BN entries are kept here and the
+        received ones returned in their place (a zero update)."""
+        out = self._dump()
+        if self._local_names:
+            self.local_entries = {n: out[n] for n in self._local_names}
+            out.update({n: np.array(received[n], copy=True) for n in self._local_names})
+        return out
 
     def _dump(self) -> Params:
         return {name: t.detach().numpy().copy() for name, t in self._tensors.items()}

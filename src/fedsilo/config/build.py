@@ -27,12 +27,18 @@ from fedsilo.optim import sgd
 
 
 def model_spec(cfg: RunConfig) -> dict[str, Any]:
+    """What the setup says about the model. `batchnorm` appears only when "local": absent
+    means "average", so the setups (and run ids) of runs without it are unchanged."""
     seed = derive_seed(cfg.run.seed, "model")
     if cfg.model.factory is not None:  # your own model: by import path, built under `seed`
-        return {"factory": cfg.model.factory, "args": dict(cfg.model.args),
+        spec = {"factory": cfg.model.factory, "args": dict(cfg.model.args),
                 "framework": "torch", "seed": seed}
-    return {"kind": cfg.model.kind, "framework": cfg.model.framework,
-            "hidden": list(cfg.model.hidden), "seed": seed}
+    else:
+        spec = {"kind": cfg.model.kind, "framework": cfg.model.framework,
+                "hidden": list(cfg.model.hidden), "seed": seed}
+    if cfg.model.batchnorm != "average":
+        spec["batchnorm"] = cfg.model.batchnorm
+    return spec
 
 
 def privacy_spec(cfg: RunConfig, institutions: int) -> dict[str, Any] | None:

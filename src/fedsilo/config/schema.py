@@ -138,13 +138,19 @@ FACTORY_RESERVED = ("num_features", "num_outputs")  # passed by fedsilo, not by 
 class ModelSection(_Section):
     """A built-in model (`kind`), or your own PyTorch model: `factory` names a callable by
     import path ("my_package.models:build"), called with `args` plus num_features and
-    num_outputs under the run's model seed; it must return an nn.Module."""
+    num_outputs under the run's model seed; it must return an nn.Module.
+
+    `batchnorm`: how BatchNorm layers travel. "average" (default): every entry, running
+    statistics included, is averaged like any parameter. "local" (FedBN, Li et al. ICLR 2021):
+    every BatchNorm entry stays in the institution, which trains and evaluates with its own;
+    the server's BatchNorm entries never move (PyTorch models only)."""
 
     kind: Literal["linear_regression", "logistic_regression", "mlp"] | None = None
     framework: Literal["torch", "sklearn"] = "torch"
     hidden: list[int] = [32]
     factory: str | None = None
     args: dict[str, int | float | str | bool | list[Any]] = {}
+    batchnorm: Literal["average", "local"] = "average"
 
     @field_validator("factory")
     @classmethod
@@ -175,6 +181,13 @@ class ModelSection(_Section):
         if reserved:
             raise ValueError(f"args {reserved} are set by fedsilo from the data, not in "
                              f"[model.args]")
+        return self
+
+    @model_validator(mode="after")
+    def _batchnorm_torch(self) -> ModelSection:
+        if self.batchnorm == "local" and self.framework != "torch":
+            raise ValueError("batchnorm 'local' keeps a PyTorch model's BatchNorm layers in "
+                             "each institution: framework must be 'torch'")
         return self
 
     @model_validator(mode="after")

@@ -69,4 +69,5 @@ class Scaled:
 
 def apply_step(params: Params, step: Mapping[str, np.ndarray]) -> Params:
     """θ + step, keeping each parameter's dtype."""
-    return {n: (p + step[n]).astype(p.dtype, copy=False) for n, p in params.items()}
+    return {n: np.asarray(p + step[n]).astype(p.dtype, copy=False)  # 0-d stays an array
+            for n, p in params.items()}
