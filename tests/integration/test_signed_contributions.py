@@ -190,6 +190,6 @@ def fit_once(transport: GrpcServerTransport) -> dict[str, str]:
         verdicts.update({c: "accepted" for c in ev.participants})
         verdicts.update(ev.rejected)
 
-    run_session(cfg, transport, schema, "unsigned-test", listener=listener, timeout=300,
+    run_session(cfg, transport, schema, "unsigned-test", listener=listener, timeout=600,
                 read={"columns": cfg.data.columns, "na_values": cfg.data.na_values})
     return verdicts

@@ -20,7 +20,6 @@ from fedsilo.algorithms.base import PlainWork, Strategy, WorkRule
 from fedsilo.algorithms.commit import CommitRule
 from fedsilo.algorithms.sampling import UniformSampler
 from fedsilo.algorithms.staleness import Staleness
-from fedsilo.errors import ConfigError
 from fedsilo.optim.base import ServerOptimizer
 
 
@@ -30,8 +29,6 @@ def fedbuff(client_config: Mapping[str, Any], aggregator: Layer, optimizer: Serv
             barrier: bool = False, name: str = "fedbuff") -> Strategy:
     """FedBuff with a buffer of `buffer_size` updates (`barrier`: everyone waits for the
     commit, which with K = N is synchronous FedAvg)."""
-    if buffer_size < 1:
-        raise ConfigError(f"fedbuff: buffer_size must be >= 1, got {buffer_size}")
     rule = CommitRule(buffer_size, None, staleness or Staleness(), max_staleness, barrier)
     return _asynchronous(name, client_config, aggregator, optimizer, rule, work)
 
@@ -41,10 +38,6 @@ def fedasync(client_config: Mapping[str, Any], aggregator: Layer, optimizer: Ser
              max_staleness: int = 16, work: WorkRule | None = None,
              barrier: bool = False) -> Strategy:
     """FedAsync with mixing weight α = `mixing` (Xie et al. use 0.6) and a bounded history."""
-    if not 0.0 < mixing <= 1.0:
-        raise ConfigError(f"fedasync: mixing (α) must be in (0, 1], got {mixing}")
-    if max_staleness < 0:
-        raise ConfigError(f"fedasync: max_staleness must be >= 0, got {max_staleness}")
     rule = CommitRule(1, float(mixing), staleness or Staleness(), max_staleness, barrier)
     return _asynchronous("fedasync", client_config, aggregator, optimizer, rule, work)
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from fedsilo.algorithms.registry import STRATEGY_NAMES
 from fedsilo.errors import ConfigError, FedsiloError
 from fedsilo.limits import MAX_LEVELS
 
@@ -26,8 +27,7 @@ else:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 FILENAME = "policy.toml"
-STRATEGIES = ("fedavg", "fedsgd", "fedadam", "fedavgm", "fedyogi", "fedadagrad", "fedprox",
-              "scaffold", "fednova", "feddyn", "fedbuff", "fedasync")
+STRATEGIES = STRATEGY_NAMES  # every strategy fedsilo knows (algorithms/registry)
 MODELS = ("linear_regression", "logistic_regression", "mlp")
 METRICS = ("accuracy", "log_loss", "auc", "rmse", "mse", "mae", "r2", "loss")
 PROTECTION = {"secagg+": ("secagg+", "secagg"), "ckks": ("ckks",),

@@ -24,7 +24,15 @@ from fedsilo.core.params import Params
 from fedsilo.core.transport import ServerTransport
 from fedsilo.engine.clock import Clock, VirtualClock, WallClock, examples_processed
 from fedsilo.engine.events import EventBus
-from fedsilo.engine.flow import Event, Flow, OnCommit, RunHistory, RunSettings, round_flow
+from fedsilo.engine.flow import (
+    Event,
+    Flow,
+    OnCommit,
+    Outbox,
+    RunHistory,
+    RunSettings,
+    round_flow,
+)
 from fedsilo.errors import AggregationError
 
 
@@ -65,14 +73,9 @@ def drive_virtual(flow: Flow, transport: Caller, clock: VirtualClock | None,
     flow.send(None)  # type: ignore[arg-type]
     event = Event(now, clients)
     while True:
-        try:
-            out = flow.send(event)
-        except StopIteration as finished:
-            return finished.value  # type: ignore[no-any-return]
-        for reply, rejection in out.acks:
-            transport.acknowledge(reply, rejection)
-        if out.last:
-            return _ended(flow)
+        out = _step(flow, event, transport)
+        if isinstance(out, RunHistory):
+            return out
         for task in out.tasks:
             if clock is None or task.kind is not TaskKind.FIT:
                 at_once.append(task)
@@ -105,14 +108,9 @@ def drive_wall(flow: Flow, transport: ServerTransport, settings: RunSettings,
     flow.send(None)  # type: ignore[arg-type]
     event = Event(now, tuple(transport.clients()))
     while True:
-        try:
-            out = flow.send(event)
-        except StopIteration as finished:
-            return finished.value  # type: ignore[no-any-return]
-        for answered, rejection in out.acks:
-            transport.acknowledge(answered, rejection)
-        if out.last:
-            return _ended(flow)
+        out = _step(flow, event, transport)
+        if isinstance(out, RunHistory):
+            return out
         if out.tasks:
             transport.dispatch(out.tasks)
             sent.update({t.task_id: time.monotonic() for t in out.tasks})
@@ -126,6 +124,15 @@ def drive_wall(flow: Flow, transport: ServerTransport, settings: RunSettings,
         stop = settings.time_limit is not None and elapsed > settings.time_limit
         event = Event(elapsed, tuple(transport.clients()), () if reply is None else (reply,),
                       tuple(expired), stop)
+
+
+def _step(flow: Flow, event: Event, transport: Caller | ServerTransport) -> Outbox | RunHistory:
+    """Hand `event` to the flow and send its acknowledgements: what it asks next, or the
+    run's history once its last outbox is out."""
+    out = flow.send(event)
+    for reply, rejection in out.acks:
+        transport.acknowledge(reply, rejection)
+    return _ended(flow) if out.last else out
 
 
 def _ended(flow: Flow) -> RunHistory:
