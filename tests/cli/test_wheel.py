@@ -96,5 +96,11 @@ def test_wheel_installs_and_runs_the_demo_outside_the_checkout(tmp_path):
         [folder] = [p for p in out.iterdir() if p.is_dir()]
         assert (folder / "history.json").is_file()
         assert str(folder) in demo.stdout, demo.stdout
+
+        # `fedsilo new`'s templates ship too: a new project runs from the wheel
+        _run([exe, "new", "proj", "--template", "pytorch-images"], elsewhere, 120)
+        _run([exe, "run", "proj/fedsilo.toml", "--rounds", "1", "--quiet", "--output",
+              tmp_path / "new-out"], elsewhere, 600)
+        assert list((tmp_path / "new-out").glob("*/model.npz"))
     finally:
         shutil.rmtree(venv, ignore_errors=True)  # 1.5 GB, mostly torch: don't keep it

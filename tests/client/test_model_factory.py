@@ -176,7 +176,6 @@ def test_a_bad_factory_string_is_refused_at_config_load(tmp_path: Path, factory)
     ({"kind": "mlp", "factory": FACTORY}, "set kind or factory, not both"),
     ({}, "set kind"),
     ({"factory": FACTORY, "hidden": [8]}, "hidden applies to kind 'mlp' only"),
-    ({"factory": FACTORY, "framework": "sklearn"}, "framework must be 'torch'"),
     ({"factory": FACTORY, "args": {"num_features": 3}}, "set by fedsilo"),
     ({"kind": "mlp", "args": {"hidden": [3]}}, "args are passed to a factory only"),
 ])

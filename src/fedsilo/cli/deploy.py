@@ -41,7 +41,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                           "checkpoint (after a crash)")
     cli = sub.add_parser("client", help="take part in a run as one institution")
     cli.add_argument("--kit", type=Path, required=True, help="this institution's startup kit")
-    cli.add_argument("--data", type=Path, required=True, help="this institution's CSV")
+    cli.add_argument("--data", type=Path,
+                     help="this institution's data: a CSV or Parquet table, an .npz (arrays x "
+                          "and y), or a folder of images with one subfolder per class")
+    cli.add_argument("--loader", metavar="MODULE:FUNCTION",
+                     help="this institution's own loader instead: FUNCTION(name, {'path': "
+                          "--data}) returns a DataFrame, arrays (x, y) or a dataset")
+
     cli.add_argument("--address", help="server host:port (default from the kit)")
     cli.add_argument("--name", help="claimed identity (only with --insecure)")
     cli.add_argument("--receipts", type=Path, default=None,
@@ -53,6 +59,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     for p in (srv, cli):
         p.add_argument("--insecure", action="store_true",
                        help="no TLS: for a closed test network only (prints a warning)")
+        p.add_argument("--code", type=Path, action="append", default=[], metavar="DIR",
+                       help="a folder of your own code (model factory, loader, loss, "
+                            "metrics) to import from; repeatable (the server also imports "
+                            "from its config's folder)")
 
 
 def provision_cmd(args: argparse.Namespace, console: Console) -> int:
@@ -89,13 +99,15 @@ def server_cmd(args: argparse.Namespace, console: Console) -> int:
     from fedsilo.transport.grpc.tls import Gatekeeper, kit_info, server_credentials
 
     cfg = load_config(args.config)
+    _own_code([cfg.base_dir, *args.code])
     if args.output is not None:
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(
             update={"output_dir": str(args.output)})})
     d = cfg.data
-    if d.numeric is None and d.columns is None:
+    if d.numeric is None and d.columns is None and d.shape is None:
         raise ConfigError("deployment: the server sees no data; declare data.numeric or "
-                          "data.columns in the run config")
+                          "data.columns (a table), or data.shape (array data), in the run "
+                          "config")
     schema = build_schema(cfg, pd.DataFrame(columns=d.columns or []))
     info = kit_info(args.kit)
     if args.insecure:
@@ -217,12 +229,23 @@ def _print_round(console: Console, ev: object) -> None:
                   f"{ev.seconds:.2f} s{dropped}", highlight=False)
 
 
+def _own_code(folders: list[Path]) -> None:
+    from fedsilo.cli.main import own_code
+
+    for folder in folders:
+        if not folder.is_dir():
+            raise ConfigError(f"--code {folder}: not a folder")
+        own_code(folder)
+
+
 def client_cmd(args: argparse.Namespace, console: Console) -> int:
     from fedsilo.client.institution import Institution
     from fedsilo.client.policy import FILENAME as POLICY
     from fedsilo.client.policy import SitePolicy
     from fedsilo.client.receipts import ReceiptBook
-    from fedsilo.data.loading import read_table
+    from fedsilo.data.loading import read_source
+    from fedsilo.data.prepare import Table
+    from fedsilo.simulation.institutions import load_with
     from fedsilo.transport.grpc.client import run_institution
     from fedsilo.transport.grpc.tls import client_credentials, kit_info
 
@@ -234,11 +257,16 @@ def client_cmd(args: argparse.Namespace, console: Console) -> int:
     elif args.name and args.name != name:
         raise ConfigError(f"--name '{args.name}' differs from the kit's certificate name "
                           f"'{name}': identity comes from the certificate")
-    if not args.data.is_file():
+    if args.data is None and args.loader is None:
+        raise ConfigError("give --data (a table, .npz or image folder) or --loader")
+    if args.data is not None and args.loader is None and not args.data.exists():
         raise ConfigError(f"data file not found: {args.data}")
+    _own_code(args.code)
 
-    def table(read: Mapping[str, Any]) -> pd.DataFrame:
-        return read_table(args.data, read.get("columns"), read.get("na_values") or ("?", ""))
+    def table(read: Mapping[str, Any]) -> Table:
+        if args.loader is not None:
+            return load_with(args.loader, name, {"path": str(args.data) if args.data else None})
+        return read_source(args.data, read.get("columns"), read.get("na_values") or ("?", ""))
 
     stop = threading.Event()
     _on_sigterm(lambda signum, frame: stop.set())

@@ -19,6 +19,8 @@ from rich.markup import escape  # messages name config sections: [aggregation] i
 
 from fedsilo.cli.deploy import add_parsers as add_deploy_parsers
 from fedsilo.cli.deploy import client_cmd, provision_cmd, server_cmd
+from fedsilo.cli.new import add_parser as add_new_parser
+from fedsilo.cli.new import new_cmd
 from fedsilo.cli.ops import add_parsers as add_ops_parsers
 from fedsilo.cli.ops import audit_cmd, dashboard_cmd
 from fedsilo.errors import AggregationError, ConfigError, DataError, FedsiloError
@@ -66,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
         q.add_argument("--rounds", type=int, help="number of rounds (overrides run.rounds)")
     add_deploy_parsers(sub)
     add_ops_parsers(sub)
+    add_new_parser(sub)
     return p
 
 
@@ -88,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 DEPLOY = {"provision": provision_cmd, "server": server_cmd, "client": client_cmd,
-          "audit": audit_cmd, "dashboard": dashboard_cmd}
+          "audit": audit_cmd, "dashboard": dashboard_cmd, "new": new_cmd}
 
 
 def _run(path: Path, args: argparse.Namespace, console: Console) -> int:
@@ -108,6 +111,7 @@ def _run(path: Path, args: argparse.Namespace, console: Console) -> int:
         run_update["rounds"] = args.rounds
     if run_update:
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update=run_update)})
+    own_code(cfg.base_dir)
     metric = PRIMARY[cfg.data.task]
     console.print(f"[bold]fedsilo[/] {cfg.run.name}: {len(cfg.data.institutions) or 'partitioned'}"
                   f" institutions, {cfg.strategy.name}, {cfg.model.kind or cfg.model.factory}, "
@@ -122,6 +126,15 @@ def _run(path: Path, args: argparse.Namespace, console: Console) -> int:
         print_comparison(result.comparison, console)
     console.print(f"results: {result.output_dir}")
     return 0
+
+
+def own_code(folder: Path) -> None:
+    """Let a run import the modules in `folder` (its model factory, loader, loss, metrics),
+    as `flwr run` does with an app's folder: the config's folder for `fedsilo run`, the
+    folders an institution names with `fedsilo client --code`."""
+    path = str(Path(folder).resolve())
+    if path not in sys.path:
+        sys.path.insert(0, path)
 
 
 def _trained(cfg: RunConfig, result: SimulationResult, metric: str) -> str:

@@ -23,19 +23,20 @@ from fedsilo.client.factory import ModelCache, make_trainer
 from fedsilo.client.policy import PolicyRefused, SitePolicy
 from fedsilo.core.messages import ErrorInfo, Reply, Signed, Task, TaskKind
 from fedsilo.core.params import digest
-from fedsilo.data.prepare import InstitutionSplit, local_data, split_institutions
+from fedsilo.data.prepare import InstitutionSplit, Table, local_data, split_institutions
 from fedsilo.data.preprocessing import LocalStatistics, Preprocessor
 from fedsilo.data.schema import Schema
 from fedsilo.errors import ConfigError, DataError, FedsiloError
 
 log = logging.getLogger(__name__)
-TableSource = Callable[[Mapping[str, Any]], pd.DataFrame]
+TableSource = Callable[[Mapping[str, Any]], Table]
 
 
 class Institution:
     """Args:
         name: the institution's name (its certificate's common name in deployment).
-        table: its rows, or a function of the server's read options returning them.
+        table: its rows (a table or array data), or a function of the server's read options
+            returning them.
         models: where torch models come from (simulation shares one cache).
         split: a fixed train/test split, instead of splitting `table` (pooled reference).
         keys: local key material that never travels: its identity (client.key, client.pem,
@@ -44,7 +45,7 @@ class Institution:
             work (None: no checks, as in a simulation where one party plays everyone).
     """
 
-    def __init__(self, name: str, table: pd.DataFrame | TableSource | None = None,
+    def __init__(self, name: str, table: Table | TableSource | None = None,
                  models: ModelCache | None = None, split: InstitutionSplit | None = None,
                  keys: Mapping[str, bytes] | None = None, policy: SitePolicy | None = None):
         self.name = name
@@ -98,7 +99,8 @@ class Institution:
                 train = self.split(task.config).train
                 categorical = _data_settings(task.config)[1].categorical
                 self.policy.check_prepare({c: int(train[c].nunique()) for c in categorical
-                                           if c in train})
+                                           if isinstance(train, pd.DataFrame)
+                                           and c in train})
             elif task.kind is TaskKind.EVALUATE:
                 self.policy.check_evaluate(task.setup, task.round)
             else:

@@ -35,9 +35,10 @@ PROTECTION = {"secagg+": ("secagg+", "secagg"), "ckks": ("ckks",),
 
 
 # explanations written above a key in policy.toml
-_COMMENTS = {"factories": ("model factories (\"module.path:callable\", a run's [model] factory)",
-                           "this institution will import and run: its own code, installed here;",
-                           "[] allows none (built-in models are governed by 'models')")}
+_COMMENTS = {"factories": ("import paths (\"module.path:callable\") this institution will import",
+                           "and run: a run's [model] factory, [client] loss and [evaluation]",
+                           "metrics; its own code, installed here; [] allows none (built-in",
+                           "models are governed by 'models', metrics' names by 'metrics')")}
 
 
 class PolicyRefused(FedsiloError):
@@ -58,7 +59,9 @@ class SitePolicy(BaseModel):
     max_clip_norm: float | None = Field(default=None, gt=0)
     strategies: list[str] = list(STRATEGIES)
     models: list[str] = list(MODELS)
-    factories: list[str] = []  # model factories ("module.path:callable") allowed; none by default
+    # import paths ("module.path:callable") a run may name, for its model factory, loss and
+    # metrics: code this institution imports and runs; none by default
+    factories: list[str] = []
     max_rounds: int = Field(default=1000, ge=1)
     metrics: list[str] = list(METRICS)
     evaluation: bool = True
@@ -154,7 +157,9 @@ class SitePolicy(BaseModel):
             self._check_run(setup, round_, 0)
 
     def allowed_metrics(self, metrics: Mapping[str, float]) -> dict[str, float]:
-        """The metrics that may leave; the others are dropped (and logged locally)."""
+        """The metrics that may leave; the others are dropped (and logged locally). A run's
+        own metrics ([evaluation] metrics) leave only if 'metrics' lists the name they are
+        reported under (what follows the colon of their import path)."""
         kept = {k: v for k, v in metrics.items() if _base(k) in self.metrics}
         dropped = sorted(set(metrics) - set(kept))
         if dropped:
@@ -176,9 +181,20 @@ class SitePolicy(BaseModel):
         elif (kind := model.get("kind")) not in self.models:
             raise PolicyRefused(f"site policy allows models {self.models}, task asks for "
                                 f"'{kind}'")
+        self._check_paths(model)
         if max(round_, answered + 1) > self.max_rounds:
             raise PolicyRefused(f"site policy allows at most {self.max_rounds} rounds, task "
                                 f"is round {max(round_, answered + 1)}")
+
+    def _check_paths(self, model: Mapping[str, Any]) -> None:
+        """Refuse a loss or metric (by import path) that `factories` does not list."""
+        named = [("client.loss", model.get("loss"))]
+        named += [("evaluation.metrics", m) for m in model.get("metrics") or []]
+        for key, path in named:
+            if path is not None and path not in self.factories:
+                raise PolicyRefused(f"site policy allows factories {self.factories}, task "
+                                    f"asks for {key} '{path}' (to allow it, add it to "
+                                    f"'factories' in {FILENAME})")
 
     def _check_protection(self, spec: Mapping[str, Any]) -> None:
         secure = spec.get("secure") or {}

@@ -1,4 +1,4 @@
-"""A Trainer for any PyTorch `nn.Module` with a loss chosen by the task.
+"""A Trainer for any PyTorch `nn.Module` with a loss chosen by the task (or your own).
 
 In simulation many institutions share one module object (they run one at a time): parameters
 are copied in at the start of a task and out at its end, and never otherwise.
@@ -16,7 +16,7 @@ mean; a gradient is zero there. The spec of what travels is unchanged (the full 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -29,6 +29,9 @@ from fedsilo.core.params import Params
 from fedsilo.core.trainer import Regularizer, TrainConfig
 from fedsilo.data.local_data import LocalData
 from fedsilo.errors import ConfigError
+from fedsilo.evaluation.metrics import MetricFn
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, targets) -> scalar
 
 
 def _loss_fn(task: str) -> nn.Module:
@@ -66,23 +69,28 @@ class TorchTrainer:
     Args:
         model: the module (shared between institutions in simulation).
         data: this institution's arrays.
-        loss: a loss module taking (model output, target); by default BCE-with-logits
-            (binary), cross-entropy (multiclass) or MSE (regression).
+        loss: a loss taking (model output, target) to a scalar tensor (a module, or your
+            own function: `[client] loss`, client/user_functions.py); by default
+            BCE-with-logits (binary), cross-entropy (multiclass) or MSE (regression).
         optimizer: a factory (parameters, TrainConfig) -> torch optimizer; a fresh optimizer
             is made for every fit task (no optimizer state crosses rounds).
         batchnorm: "average" (BN entries travel like any parameter) or "local" (FedBN: they
             stay with this trainer, see the module docstring).
+        metrics: your own metrics by name, evaluated after the built-in ones
+            (`[evaluation] metrics`, evaluation/metrics.py `custom`).
     """
 
-    def __init__(self, model: nn.Module, data: LocalData, loss: nn.Module | None = None,
+    def __init__(self, model: nn.Module, data: LocalData, loss: LossFn | None = None,
                  optimizer: OptimizerFactory = default_optimizer, name: str = "",
-                 batchnorm: str = "average") -> None:
+                 batchnorm: str = "average",
+                 metrics: Mapping[str, MetricFn] | None = None) -> None:
         if batchnorm not in BATCHNORM_RULES:
             raise ConfigError(f"model.batchnorm must be one of {list(BATCHNORM_RULES)}, got "
                               f"'{batchnorm}'")
         self.model = model
         self.data = data
-        self.loss = loss if loss is not None else _loss_fn(data.task)
+        self.loss: LossFn = loss if loss is not None else _loss_fn(data.task)
+        self.metrics = dict(metrics or {})
         self.make_optimizer = optimizer
         self.name = name
         self._dp: DPSGD | None = None
@@ -195,7 +203,7 @@ class TorchTrainer:
 
     def evaluate(self, params: Params) -> tuple[int, dict[str, float]]:
         """Metrics on this institution's held-out split, in the target's original units."""
-        return evaluate_on_test(self, self.data, params)
+        return evaluate_on_test(self, self.data, params, self.metrics)
 
     def predict(self, params: Params, x: np.ndarray) -> np.ndarray:
         """Probabilities (binary: P(y=1); multiclass: one row per class) or values."""

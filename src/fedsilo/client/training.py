@@ -3,12 +3,14 @@ split (the Trainer contract itself is core/trainer.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from fedsilo.core.params import Params
 from fedsilo.core.trainer import TrainConfig, Trainer
 from fedsilo.data.local_data import LocalData
-from fedsilo.evaluation.metrics import compute
+from fedsilo.evaluation.metrics import MetricFn, compute, custom
 
 
 def batches(n: int, cfg: TrainConfig, rng: np.random.Generator) -> list[np.ndarray]:
@@ -24,13 +26,19 @@ def batches(n: int, cfg: TrainConfig, rng: np.random.Generator) -> list[np.ndarr
     return out[:wanted] if wanted is not None else out
 
 
-def evaluate_on_test(trainer: Trainer, data: LocalData,
-                     params: Params) -> tuple[int, dict[str, float]]:
+def evaluate_on_test(trainer: Trainer, data: LocalData, params: Params,
+                     metrics: Mapping[str, MetricFn] | None = None
+                     ) -> tuple[int, dict[str, float]]:
     """Metrics of `params` on the institution's held-out split, in the target's original
-    units (a standardised regression target is mapped back before scoring)."""
+    units (a standardised regression target is mapped back before scoring): the built-in
+    ones, then your own `metrics` (evaluation/metrics.py, `custom`)."""
     pred = trainer.predict(params, data.x_test)
     y = data.y_test
     if data.task == "regression":
         y = y * data.target_std + data.target_mean
         pred = pred * data.target_std + data.target_mean
-    return len(y), compute(data.task, y, pred)
+    out = compute(data.task, y, pred)
+    if metrics:
+        labels = y if data.task == "regression" else np.asarray(y).astype(np.int64).reshape(-1)
+        out.update(custom(metrics, labels, pred))
+    return len(y), out

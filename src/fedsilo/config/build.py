@@ -19,6 +19,7 @@ from fedsilo.algorithms.sampling import Stragglers, UniformSampler
 from fedsilo.algorithms.staleness import Staleness
 from fedsilo.config.schema import CommitSection, RunConfig
 from fedsilo.core.rng import derive_seed
+from fedsilo.data.arrays import ArrayData, channel_names
 from fedsilo.data.preprocessing import Preprocessor
 from fedsilo.data.schema import Schema
 from fedsilo.engine.clock import Clock, VirtualClock, WallClock
@@ -27,17 +28,30 @@ from fedsilo.optim import sgd
 
 
 def model_spec(cfg: RunConfig) -> dict[str, Any]:
-    """What the setup says about the model. `batchnorm` appears only when "local": absent
-    means "average", so the setups (and run ids) of runs without it are unchanged."""
+    """What the setup says about the model, and about your own loss ([client] loss) and
+    metrics ([evaluation] metrics), which build the trainer with it: institutions import them
+    by path if their site policy lists them. `batchnorm`, `loss` and `metrics` appear only
+    when set, so the setups (and run ids) of runs without them are unchanged.
+
+    Raises:
+        ConfigError: a loss with a scikit-learn model (it trains with its own loss).
+    """
     seed = derive_seed(cfg.run.seed, "model")
     if cfg.model.factory is not None:  # your own model: by import path, built under `seed`
         spec = {"factory": cfg.model.factory, "args": dict(cfg.model.args),
-                "framework": "torch", "seed": seed}
+                "framework": cfg.model.framework, "seed": seed}
     else:
         spec = {"kind": cfg.model.kind, "framework": cfg.model.framework,
                 "hidden": list(cfg.model.hidden), "seed": seed}
     if cfg.model.batchnorm != "average":
         spec["batchnorm"] = cfg.model.batchnorm
+    if cfg.client.loss is not None:
+        if cfg.model.framework != "torch":
+            raise ConfigError("client.loss applies to PyTorch models; a scikit-learn "
+                              "estimator trains with its own loss")
+        spec["loss"] = cfg.client.loss
+    if cfg.evaluation.metrics:
+        spec["metrics"] = list(cfg.evaluation.metrics)
     return spec
 
 
@@ -233,9 +247,15 @@ def personalization_config(cfg: RunConfig) -> dict[str, Any]:
     return out
 
 
-def build_schema(cfg: RunConfig, sample: pd.DataFrame) -> Schema:
-    """The data schema: declared numeric columns, or every column not otherwise named."""
+def build_schema(cfg: RunConfig, sample: pd.DataFrame | ArrayData) -> Schema:
+    """The data schema: declared numeric columns, or every column not otherwise named; for
+    array data (data.shape, or arrays in `sample`), one feature per channel."""
     d = cfg.data
+    if d.shape is not None or isinstance(sample, ArrayData):
+        shape = (tuple(d.shape) if d.shape is not None
+                 else sample.shape if isinstance(sample, ArrayData) else ())
+        return Schema(d.target, d.task, channel_names(shape), positive_above=d.positive_above,
+                      scale_target=d.scale_target, shape=shape)
     exclude = list(d.exclude)
     split_column = d.partition.column if d.partition is not None else None
     if split_column and split_column not in d.categorical:

@@ -65,7 +65,7 @@ class LoggingSection(_Section):
 
 class InstitutionSource(_Section):
     name: str
-    path: str
+    path: str | None = None  # a CSV, Parquet, .npz or image folder; optional with data.loader
 
 
 class PartitionSection(_Section):
@@ -87,7 +87,12 @@ class PartitionSection(_Section):
 
 class DataSection(_Section):
     task: Literal["regression", "binary", "multiclass"]
-    target: str
+    target: str = "label"  # a table's target column; array data's labels go by this name
+    # array data (.npz, image folders, a loader returning arrays): one example's input shape,
+    # channel first; optional in simulation (read from the data), required in deployment
+    shape: list[int] | None = Field(default=None, min_length=1)
+    loader: str | None = None  # "module.path:callable": load(name, args) -> table or arrays
+    loader_args: dict[str, Any] = {}
     numeric: list[str] | None = None
     categorical: list[str] = []
     exclude: list[str] = []
@@ -111,6 +116,20 @@ class DataSection(_Section):
         names = [i.name for i in self.institutions]
         if len(set(names)) != len(names):
             raise ValueError(f"institution names must be unique, got {names}")
+        if self.loader is not None:
+            if not FACTORY_PATTERN.fullmatch(self.loader):
+                raise ValueError(f"data.loader must be \"module.path:callable\", got "
+                                 f"'{self.loader}'")
+            if self.partition is not None or not self.institutions:
+                raise ValueError("data.loader loads each institution's data: name them in "
+                                 "[[data.institutions]] (a path there is optional)")
+        else:
+            nameless = [i.name for i in self.institutions if i.path is None]
+            if nameless:
+                raise ValueError(f"[[data.institutions]] {nameless} have no path (give one, "
+                                 f"or a data.loader)")
+        if self.shape is not None and any(n < 1 for n in self.shape):
+            raise ValueError(f"data.shape must hold positive sizes, got {self.shape}")
         return self
 
     def missing_levels(self) -> list[str]:
@@ -136,9 +155,10 @@ FACTORY_RESERVED = ("num_features", "num_outputs")  # passed by fedsilo, not by 
 
 
 class ModelSection(_Section):
-    """A built-in model (`kind`), or your own PyTorch model: `factory` names a callable by
-    import path ("my_package.models:build"), called with `args` plus num_features and
-    num_outputs under the run's model seed; it must return an nn.Module.
+    """A built-in model (`kind`), or your own model: `factory` names a callable by import path
+    ("my_package.models:build"), called with `args` plus num_features and num_outputs under
+    the run's model seed; it must return an nn.Module, or with framework "sklearn" a
+    scikit-learn linear estimator with partial_fit (coef_ and intercept_ travel).
 
     `batchnorm`: how BatchNorm layers travel. "average" (default): every entry, running
     statistics included, is averaged like any parameter. "local" (FedBN, Li et al. ICLR 2021):
@@ -165,7 +185,7 @@ class ModelSection(_Section):
         if self.factory is None:
             if self.kind is None:
                 raise ValueError("set kind (a built-in model) or factory "
-                                 "(\"module.path:callable\", your own PyTorch model)")
+                                 "(\"module.path:callable\", your own model)")
             if self.args:
                 raise ValueError("args are passed to a factory only; set factory or remove "
                                  "[model.args]")
@@ -175,8 +195,6 @@ class ModelSection(_Section):
         if "hidden" in self.model_fields_set:
             raise ValueError("hidden applies to kind 'mlp' only; pass a factory's sizes in "
                              "[model.args]")
-        if self.framework != "torch":
-            raise ValueError("a factory builds a PyTorch model: framework must be 'torch'")
         reserved = sorted(set(self.args) & set(FACTORY_RESERVED))
         if reserved:
             raise ValueError(f"args {reserved} are set by fedsilo from the data, not in "
@@ -199,6 +217,10 @@ class ModelSection(_Section):
 
 
 class ClientSection(_Section):
+    """Local training. `loss`: your own PyTorch loss by import path ("my_package.losses:fn",
+    `fn(outputs, targets) -> scalar tensor`, client/user_functions.py) instead of the
+    built-in one; it travels in the model spec, not in the training settings."""
+
     epochs: int | None = Field(default=None, ge=1)
     steps: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=32, ge=1)
@@ -206,6 +228,15 @@ class ClientSection(_Section):
     optimizer: Literal["sgd", "adam"] = "sgd"
     momentum: float = Field(default=0.0, ge=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
+    loss: str | None = None
+
+    @field_validator("loss")
+    @classmethod
+    def _loss_path(cls, loss: str | None) -> str | None:
+        if loss is not None and not FACTORY_PATTERN.fullmatch(loss):
+            raise ValueError(f"loss must be \"module.path:callable\" (e.g. "
+                             f"\"my_package.losses:focal\"), got '{loss}'")
+        return loss
 
     @model_validator(mode="after")
     def _epochs_or_steps(self) -> ClientSection:
@@ -214,10 +245,38 @@ class ClientSection(_Section):
         return self
 
     def train_config(self) -> dict[str, Any]:
-        cfg = self.model_dump()
+        cfg = self.model_dump(exclude={"loss"})
         if cfg["epochs"] is None and cfg["steps"] is None:
             cfg["epochs"] = 1
         return cfg
+
+
+class EvaluationSection(_Section):
+    """Your own metrics, by import path: each `fn(y_true, y_pred) -> float` runs on every
+    institution's held-out split after the built-in metrics and is reported under the name
+    after the colon ("my_package.metrics:balanced_accuracy" -> "balanced_accuracy");
+    y_pred is what the trainer predicts: probabilities (classification) or values
+    (regression). An institution sends the value only if its site policy's 'metrics' lists
+    that name."""
+
+    metrics: list[str] = []
+
+    @field_validator("metrics")
+    @classmethod
+    def _metric_paths(cls, metrics: list[str]) -> list[str]:
+        from fedsilo.evaluation.metrics import BUILT_IN
+
+        names: list[str] = []
+        for path in metrics:
+            if not FACTORY_PATTERN.fullmatch(path):
+                raise ValueError(f"metrics must be \"module.path:callable\" (e.g. "
+                                 f"\"my_package.metrics:balanced_accuracy\"), got '{path}'")
+            name = path.partition(":")[2]
+            if name in BUILT_IN or name in names:
+                clash = "a built-in metric" if name in BUILT_IN else "another metric's name"
+                raise ValueError(f"metric '{path}' would be reported as '{name}', {clash}")
+            names.append(name)
+        return metrics
 
 
 # the strategies the golden results and the conformance suite were recorded for
@@ -455,6 +514,7 @@ class RunConfig(_Section):
     commit: CommitSection | None = None
     store: StoreSection = Field(default_factory=StoreSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
+    evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
     base_dir: Path = Path(".")
 
     @model_validator(mode="after")

@@ -7,8 +7,10 @@ file, the column and the kind of problem, and never a value from the table.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
+from fedsilo.data.arrays import ArrayData
 from fedsilo.data.schema import Schema
 from fedsilo.errors import DataError
 
@@ -16,9 +18,9 @@ MIN_ROWS = 2  # one training row and one test row
 MAX_ABS = 1e100  # larger numbers overflow the shared sums of squares (float64)
 
 
-def describe(institution: str, frame: pd.DataFrame) -> str:
+def describe(institution: str, frame: pd.DataFrame | ArrayData) -> str:
     """The phrase "institution 'NAME' (file FILE)", the file as `read_table` recorded it."""
-    file = frame.attrs.get("file")
+    file = frame.file if isinstance(frame, ArrayData) else frame.attrs.get("file")
     return f"institution '{institution}'" + (f" (file {file})" if file else "")
 
 
@@ -29,7 +31,7 @@ def text_cells(values: pd.Series) -> int:
     return int((values.notna() & pd.to_numeric(values, errors="coerce").isna()).sum())
 
 
-def check_table(frame: pd.DataFrame, schema: Schema, institution: str) -> None:
+def check_table(frame: pd.DataFrame | ArrayData, schema: Schema, institution: str) -> None:
     """Raise DataError naming every problem of `institution`'s table (no value quoted).
 
     Raises:
@@ -38,6 +40,9 @@ def check_table(frame: pd.DataFrame, schema: Schema, institution: str) -> None:
             target.
     """
     where = describe(institution, frame)
+    if isinstance(frame, ArrayData) or schema.shape is not None:
+        check_arrays(frame, schema, where)
+        return
     schema.check(frame, where)
     problems = [p for c in schema.numeric if (p := _feature_problem(frame[c], c, where))]
     if not problems:  # sizes only mean something once the numbers are numbers
@@ -78,3 +83,32 @@ def _range_problem(values: pd.Series, column: str, where: str) -> str | None:
         return None
     return (f"column '{column}' of {where} has {bad} row(s) with infinite values or magnitudes "
             f"above {MAX_ABS:g}: rescale them or list them as missing in data.na_values")
+
+
+def check_arrays(data: pd.DataFrame | ArrayData, schema: Schema, where: str) -> None:
+    """Array data's problems: a table where arrays are declared (or the reverse), inputs of
+    another shape than the run's, values that are not finite or too large, labels that are
+    not numbers for a regression, fewer than 2 examples.
+
+    Raises:
+        DataError: naming every problem (shapes and counts, never a value).
+    """
+    if not isinstance(data, ArrayData) or schema.shape is None:
+        have, want = ("a table", "array data") if schema.shape else ("array data", "a table")
+        raise DataError(f"{where} holds {have}, the run reads {want} (data.shape declares "
+                        f"array inputs)")
+    problems = []
+    if data.shape != schema.shape:
+        problems.append(f"{where} has inputs shaped {list(data.shape)}, the run's are "
+                        f"{list(schema.shape)} (data.shape)")
+    elif not np.isfinite(data.x).all() or float(np.abs(data.x).max(initial=0)) > MAX_ABS:
+        problems.append(f"{where} has inputs that are not finite or above {MAX_ABS:g}")
+    if schema.task == "regression" or schema.positive_above is not None:
+        numbers = pd.to_numeric(data.labels, errors="coerce")
+        if numbers.isna().any():
+            problems.append(f"labels of {where} are not all numbers: a regression target "
+                            f"or data.positive_above needs numbers")
+    if len(data) < MIN_ROWS:
+        problems.append(f"{where} has {len(data)} example(s), need at least {MIN_ROWS}")
+    if problems:
+        raise DataError("; ".join(problems))

@@ -1,14 +1,67 @@
-"""Reading an institution's table from CSV, with errors that name the file and the problem."""
+"""Reading an institution's data (a CSV or Parquet table, an `.npz` of arrays, a folder of
+images), with errors that name the file and the problem."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from fedsilo.data.arrays import ArrayData, read_image_folder, read_npz
 from fedsilo.errors import DataError
 from fedsilo.limits import MAX_COLUMNS, MAX_LINE_BYTES
+
+PARQUET = (".parquet", ".pq")
+
+
+def read_source(path: str | Path, columns: Sequence[str] | None = None,
+                na_values: Sequence[str] = ("?", "")) -> pd.DataFrame | ArrayData:
+    """An institution's data by its path: a folder of images (one subfolder per class), an
+    `.npz` (arrays `x` and `y`), a Parquet table, or else a CSV table.
+
+    Raises:
+        DataError: the path does not exist or its content cannot be read as that kind.
+    """
+    p = Path(path)
+    if p.is_dir():
+        return read_image_folder(p)
+    if not p.is_file():
+        raise DataError(f"data file not found: {p}")
+    if p.suffix.lower() == ".npz":
+        return read_npz(p)
+    if p.suffix.lower() in PARQUET:
+        return read_parquet(p, na_values)
+    return read_table(p, columns, na_values)
+
+
+def read_parquet(path: Path, na_values: Sequence[str] = ("?", "")) -> pd.DataFrame:
+    """A Parquet table (pyarrow); text cells equal to a missing-value marker become missing.
+
+    Raises:
+        DataError: not a Parquet file, too many columns, or no rows.
+    """
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_metadata(path)
+        if meta.num_columns > MAX_COLUMNS:
+            raise DataError(f"{path.name}: {meta.num_columns} columns; fedsilo reads tables "
+                            f"of at most {MAX_COLUMNS} columns")
+        frame = pq.read_table(path).to_pandas()
+    except DataError:
+        raise
+    except Exception as e:  # pyarrow's errors may quote the file's bytes
+        raise DataError(f"cannot read {path.name} as Parquet ({type(e).__name__})") from None
+    if frame.empty:
+        raise DataError(f"{path.name} holds no rows")
+    markers = [v for v in na_values if v != ""] + [""]
+    text = frame.select_dtypes(include=["object", "string"]).columns
+    if len(text):
+        frame[text] = frame[text].replace(markers, np.nan)
+    frame.attrs["file"] = path.name
+    return frame
 
 
 def read_table(path: str | Path, columns: Sequence[str] | None = None,

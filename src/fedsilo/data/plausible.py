@@ -3,7 +3,8 @@ could they come from real rows of the declared columns? Statistics that could no
 poison every institution's features (NaN sums) or blow the model up (thousands of fake
 category levels), so they are refused for the prepare stage, with the reason.
 
-Rules: exactly the declared columns; counts are integers, 0 <= n <= rows; sums finite and
+Rules: exactly the declared columns; counts are integers, 0 <= n <= rows (array data: rows
+times the values of one channel); sums finite and
 within what values of at most MAX_ABS give (the institutions' own limit, data/checks.py);
 sum of squares >= (sum)² / n (Cauchy-Schwarz, up to rounding); category and class counts
 positive and adding up to at most rows; at most `max_levels` levels per categorical column
@@ -36,8 +37,8 @@ def check_statistics(stats: LocalStatistics, schema: Schema,
         raise DataError("statistics: a negative number of rows")
     _same_columns("numeric", stats.numeric, schema.numeric)
     _same_columns("categorical", stats.categories, schema.categorical)
-    for column, moments in stats.numeric.items():
-        _check_moments(f"column '{column}'", moments, rows, error)
+    for column, moments in stats.numeric.items():  # array data: values per channel
+        _check_moments(f"column '{column}'", moments, rows * schema.values_per_row, error)
     for column, levels in stats.categories.items():
         _check_counts(f"column '{column}'", levels, rows, max_levels, "levels")
     if schema.task == "regression":

@@ -11,10 +11,13 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from fedsilo.core.rng import derive_seed
+from fedsilo.data.arrays import ArrayData
 from fedsilo.data.checks import check_table
 from fedsilo.data.local_data import LocalData
 from fedsilo.data.preprocessing import LocalStatistics, Preprocessor, binarize_target, merge_all
 from fedsilo.data.schema import Schema
+
+Table = pd.DataFrame | ArrayData  # an institution's data: rows of a table, or arrays
 
 
 @dataclass(frozen=True)
@@ -22,11 +25,11 @@ class InstitutionSplit:
     """One institution's rows, split into training and held-out test rows."""
 
     name: str
-    train: pd.DataFrame
-    test: pd.DataFrame
+    train: Table
+    test: Table
 
 
-def split_institutions(tables: Mapping[str, pd.DataFrame], schema: Schema,
+def split_institutions(tables: Mapping[str, Table], schema: Schema,
                        test_fraction: float, seed: int) -> list[InstitutionSplit]:
     """Per-institution train/test split, stratified on the target where every class has two
     or more rows. Rows without a target are dropped.
@@ -39,13 +42,23 @@ def split_institutions(tables: Mapping[str, pd.DataFrame], schema: Schema,
     for name in sorted(tables):
         frame = tables[name]
         check_table(frame, schema, name)
-        frame = frame[frame[schema.target].notna()].reset_index(drop=True)
-        y = binarize_target(frame[schema.target], schema)
+        if isinstance(frame, ArrayData):
+            y = binarize_target(frame.labels, schema)
+        else:
+            frame = frame[frame[schema.target].notna()].reset_index(drop=True)
+            y = binarize_target(frame[schema.target], schema)
         stratify = None
         if schema.task != "regression" and y.value_counts().min() >= 2:
             stratify = y
+        random_state = derive_seed(seed, name, "split") % 2**32
+        if isinstance(frame, ArrayData):
+            train_idx, test_idx = train_test_split(np.arange(len(frame)),
+                                                   test_size=test_fraction, stratify=stratify,
+                                                   random_state=random_state)
+            out.append(InstitutionSplit(name, frame.take(train_idx), frame.take(test_idx)))
+            continue
         train, test = train_test_split(frame, test_size=test_fraction, stratify=stratify,
-                                       random_state=derive_seed(seed, name, "split") % 2**32)
+                                       random_state=random_state)
         out.append(InstitutionSplit(name, train.reset_index(drop=True),
                                     test.reset_index(drop=True)))
     return out
@@ -70,10 +83,13 @@ def local_data(split: InstitutionSplit, pre: Preprocessor) -> LocalData:
 
 def pooled(splits: Sequence[InstitutionSplit]) -> InstitutionSplit:
     """All institutions' rows in one table: the simulation-only pooled reference."""
-    return InstitutionSplit("pooled", pd.concat([s.train for s in splits], ignore_index=True),
-                            pd.concat([s.test for s in splits], ignore_index=True))
+    return InstitutionSplit("pooled", _concat([s.train for s in splits]),
+                            _concat([s.test for s in splits]))
 
 
-def label_array(frame: pd.DataFrame, schema: Schema) -> np.ndarray:
-    """Target labels as strings (for label-skew partitioning)."""
-    return binarize_target(frame[schema.target], schema).astype(str).to_numpy()
+def _concat(parts: Sequence[Table]) -> Table:
+    arrays = [p for p in parts if isinstance(p, ArrayData)]
+    if arrays:
+        return ArrayData.concat(arrays)
+    return pd.concat([p for p in parts if isinstance(p, pd.DataFrame)], ignore_index=True)
+

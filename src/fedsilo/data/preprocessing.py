@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fedsilo.data.arrays import ArrayData
 from fedsilo.data.schema import Schema
 from fedsilo.errors import DataError
 
@@ -25,6 +26,11 @@ Moments = tuple[int, float, float]  # non-missing count, sum, sum of squares
 
 def _moments(values: pd.Series) -> Moments:
     v = pd.to_numeric(values, errors="coerce").dropna().to_numpy(dtype=np.float64)
+    return len(v), float(v.sum()), float(np.dot(v, v))
+
+
+def _moments_array(values: np.ndarray) -> Moments:
+    v = values.astype(np.float64).ravel()
     return len(v), float(v.sum()), float(np.dot(v, v))
 
 
@@ -66,17 +72,27 @@ class LocalStatistics:
     classes: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, frame: pd.DataFrame, schema: Schema) -> LocalStatistics:
-        """Aggregates of `frame`'s rows for every declared column."""
+    def of(cls, frame: pd.DataFrame | ArrayData, schema: Schema) -> LocalStatistics:
+        """Aggregates of `frame`'s rows for every declared column (array data: of every
+        value of each channel)."""
+        if isinstance(frame, ArrayData):
+            numeric = {c: _moments_array(frame.x[:, i]) for i, c in enumerate(schema.numeric)}
+            return cls._with_target(len(frame), numeric, {}, frame.labels, schema)
         schema.check(frame, "statistics")
         numeric = {c: _moments(frame[c]) for c in schema.numeric}
         cats = {c: {str(k): int(v) for k, v in as_labels(frame[c]).value_counts().items()}
                 for c in schema.categorical}
-        y = binarize_target(frame[schema.target].dropna(), schema)
+        return cls._with_target(len(frame), numeric, cats, frame[schema.target], schema)
+
+    @classmethod
+    def _with_target(cls, rows: int, numeric: dict[str, Moments],
+                     cats: dict[str, dict[str, int]], target: pd.Series,
+                     schema: Schema) -> LocalStatistics:
+        y = binarize_target(target.dropna(), schema)
         if schema.task == "regression":
-            return cls(len(frame), numeric, cats, target=_moments(y))
+            return cls(rows, numeric, cats, target=_moments(y))
         classes = {str(k): int(v) for k, v in as_labels(y).value_counts().items()}
-        return cls(len(frame), numeric, cats, classes=classes)
+        return cls(rows, numeric, cats, classes=classes)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form: this is all an institution sends about its rows."""
@@ -180,8 +196,14 @@ class Preprocessor:
         return [*self.schema.numeric,
                 *(f"{c}={lv}" for c in self.schema.categorical for lv in self.levels[c])]
 
-    def transform(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """Feature matrix (float32) and encoded target of `frame`'s rows."""
+    def transform(self, frame: pd.DataFrame | ArrayData) -> tuple[np.ndarray, np.ndarray]:
+        """Feature matrix (float32) and encoded target of `frame`'s rows (array data: its
+        inputs, each channel standardised)."""
+        if isinstance(frame, ArrayData):
+            along = (1, -1) + (1,) * (frame.x.ndim - 2)  # broadcast over axis 1
+            mean = np.array([self.means[c] for c in self.schema.numeric]).reshape(along)
+            std = np.array([self.stds[c] for c in self.schema.numeric]).reshape(along)
+            return ((frame.x - mean) / std).astype(np.float32), self._target(frame.labels)
         self.schema.check(frame, "preprocessing")
         blocks = []
         for c in self.schema.numeric:

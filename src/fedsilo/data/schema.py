@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from fedsilo.data.local_data import TASKS
@@ -18,6 +19,8 @@ class Schema:
 
     `positive_above`: for a binary task from a graded column, y = 1 where target > this value.
     `scale_target`: standardise a regression target (with federated statistics) for training.
+    `shape`: for array data (data/arrays.py), one example's input shape; its features are the
+    channels (axis 0 of `shape`), named `channel_<i>`; None for a table.
     """
 
     target: str
@@ -27,6 +30,7 @@ class Schema:
     positive_above: float | None = None
     scale_target: bool = True
     drop_missing_target: bool = field(default=True)
+    shape: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -43,13 +47,21 @@ class Schema:
     def features(self) -> tuple[str, ...]:
         return self.numeric + self.categorical
 
+    @property
+    def values_per_row(self) -> int:
+        """Values of one feature in one example: 1 for a table, the pixels of one channel
+        for an image."""
+        return int(np.prod(self.shape[1:])) if self.shape else 1
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Schema:
+        shape = d.get("shape")
         return cls(**{**d, "numeric": tuple(d["numeric"]),
-                      "categorical": tuple(d["categorical"])})
+                      "categorical": tuple(d["categorical"]),
+                      "shape": tuple(int(n) for n in shape) if shape is not None else None})
 
     def check(self, frame: pd.DataFrame, where: str) -> None:
         """Raise DataError naming every declared column that `frame` lacks."""

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import numbers
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
+
+from fedsilo.errors import ConfigError
 
 PRIMARY = {"binary": "accuracy", "multiclass": "accuracy", "regression": "rmse"}
 HIGHER_IS_BETTER = {"accuracy": True, "auc": True, "r2": True,
                     "rmse": False, "mae": False, "mse": False, "log_loss": False}
+BUILT_IN = ("accuracy", "log_loss", "mse", "rmse", "mae", "r2")  # what `compute` reports
+MetricFn = Callable[[np.ndarray, np.ndarray], object]  # (y_true, y_pred) -> a number
 
 
 def compute(task: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
@@ -29,6 +34,27 @@ def compute(task: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
     probs = np.clip(y_pred.astype(np.float64), eps, 1.0)
     return {"accuracy": float(np.mean(np.argmax(y_pred, axis=1) == y)),
             "log_loss": float(-np.mean(np.log(probs[np.arange(len(y)), y])))}
+
+
+def custom(metrics: Mapping[str, MetricFn], y_true: np.ndarray,
+           y_pred: np.ndarray) -> dict[str, float]:
+    """Your own metrics ([evaluation] metrics), by name. Each gets `y_true`: the held-out
+    targets (classification: int64 class indices; regression: values in the target's original
+    units), and `y_pred`: what the trainer's `predict` returns (binary: P(y=1), shape (n,);
+    multiclass: class probabilities, shape (n, classes); regression: values in original
+    units). Weighted by test examples across institutions, as the built-in metrics are.
+
+    Raises:
+        ConfigError: a metric returned something other than a real number, naming it.
+    """
+    out: dict[str, float] = {}
+    for name, fn in metrics.items():
+        value = fn(y_true, y_pred)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ConfigError(f"metric '{name}' ([evaluation] metrics) must return a number, "
+                              f"it returned {type(value).__name__}")
+        out[name] = float(value)
+    return out
 
 
 def weighted_mean(per_client: Sequence[Mapping[str, float]],

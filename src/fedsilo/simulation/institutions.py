@@ -2,26 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import pandas as pd
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from fedsilo.config.schema import RunConfig
 from fedsilo.core.rng import generator
 from fedsilo.core.trainer import Trainer
 from fedsilo.data import partition
-from fedsilo.data.loading import read_table
+from fedsilo.data.arrays import as_source
+from fedsilo.data.loading import read_source, read_table
 from fedsilo.data.local_data import LocalData
+from fedsilo.data.prepare import Table
 from fedsilo.errors import ConfigError, DataError
 
 TrainerFactory = Callable[[LocalData], Trainer]
+log = logging.getLogger(__name__)
 
 
-def load_tables(cfg: RunConfig) -> dict[str, pd.DataFrame]:
-    """One table per institution: its own CSV, or a partition of one CSV."""
+def load_tables(cfg: RunConfig) -> dict[str, Table]:
+    """One table (or array data) per institution: its own file or folder, what the run's
+    loader returns for it, or a partition of one CSV."""
     d = cfg.data
+    if d.loader is not None:
+        return {i.name: load_with(d.loader, i.name, {
+                    **d.loader_args, "path": str(cfg.resolve(i.path)) if i.path else None})
+                for i in d.institutions}
     if d.institutions:
-        return {i.name: read_table(cfg.resolve(i.path), d.columns, d.na_values)
+        return {i.name: read_source(cfg.resolve(str(i.path)), d.columns, d.na_values)
                 for i in d.institutions}
     if d.partition is None:
         raise ConfigError("data: no source; give [[data.institutions]] (one CSV each), "
@@ -48,3 +56,25 @@ def load_tables(cfg: RunConfig) -> dict[str, pd.DataFrame]:
     width = len(str(k - 1))
     return {f"inst-{i:0{width}d}": frame.iloc[idx].reset_index(drop=True)
             for i, idx in enumerate(idx_list)}
+
+
+def load_with(loader: str, name: str, args: Mapping[str, Any]) -> Table:
+    """What the user's `loader` ("module.path:callable", imported, never exec'd) returns for
+    institution `name`: called as `loader(name, args)`.
+
+    Raises:
+        ConfigError: the loader cannot be imported.
+        DataError: it fails (its type only: the text may quote data) or returns neither a
+            table nor arrays.
+    """
+    from fedsilo.client.user_model import import_factory
+
+    load = import_factory(loader)
+    where = f"data.loader '{loader}' for '{name}'"
+    try:
+        obj = load(name, dict(args))
+    except Exception as e:  # the user's code: any failure is a data problem of `name`
+        log.warning("%s failed: %s: %s", where, type(e).__name__, e)
+        raise DataError(f"{where} failed with {type(e).__name__} (details in this "
+                        f"institution's log: the text may quote data)") from None
+    return as_source(obj, where)

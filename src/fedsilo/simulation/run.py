@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from fedsilo.client.factory import ModelCache, make_trainer
@@ -18,7 +17,7 @@ from fedsilo.client.institution import Institution
 from fedsilo.config.build import build_clock, build_schema
 from fedsilo.config.schema import PrivacySection, RunConfig
 from fedsilo.data.checks import check_table
-from fedsilo.data.prepare import InstitutionSplit, local_data, pooled
+from fedsilo.data.prepare import InstitutionSplit, Table, local_data, pooled
 from fedsilo.engine.events import Listener
 from fedsilo.engine.flow import RunHistory
 from fedsilo.errors import DataError
@@ -51,7 +50,7 @@ class SimulationResult:
 
 
 def run_simulation(cfg: RunConfig, phase: PhaseListener | None = None, write: bool = True,
-                   tables: Mapping[str, pd.DataFrame] | None = None) -> SimulationResult:
+                   tables: Mapping[str, Table] | None = None) -> SimulationResult:
     """Federated run plus (if `run.compare`) the local-only and pooled references.
 
     Args:
@@ -59,7 +58,8 @@ def run_simulation(cfg: RunConfig, phase: PhaseListener | None = None, write: bo
         phase: called with (phase name, rounds) before each training; may return a listener
             for that phase's round events (progress display).
         write: write the results folder.
-        tables: institution name -> DataFrame, used instead of the config's data source.
+        tables: institution name -> DataFrame (or ArrayData), used instead of the config's
+            data source.
     """
     torch.set_num_threads(cfg.run.torch_threads)
     phase = phase or (lambda name, rounds: None)
@@ -121,8 +121,8 @@ def _compare(cfg: RunConfig, institutions: Mapping[str, Institution], fed: Sessi
     institution alone with its own preprocessing, and all training rows pooled in one place.
     Every model is scored on the same held-out rows as the federated one. The references
     are trained without differential privacy (an institution alone, or a pooled table, needs
-    no protection from the others); under DP the same federation is also trained without it,
-    so that the cost of privacy shows."""
+    no protection from the others) and with BatchNorm averaged (over one institution); under
+    DP the same federation is also trained without it, so that the cost of privacy shows."""
     schema, classes = fed.preprocessor.schema, fed.preprocessor.classes
     no_dp = cfg.model_copy(update={"privacy": PrivacySection()})
     alone = no_dp.model_copy(update={  # one institution: nothing to hide, no one to distrust
@@ -130,6 +130,9 @@ def _compare(cfg: RunConfig, institutions: Mapping[str, Institution], fed: Sessi
         "strategy": cfg.strategy.model_copy(update=_reference_strategy(cfg)),
         "aggregation": cfg.aggregation.model_copy(update={"secure": "none", "robust": "none",
                                                           "norm_bound": None}),
+        # one institution: its BatchNorm is the model's (FedBN's local entries, once averaged
+        # over one, are its own), so the reference scores with them everywhere
+        "model": cfg.model.model_copy(update={"batchnorm": "average"}),
         "personalization": cfg.personalization.model_copy(update={
             "finetune_epochs": 0, "ditto_lambda": None})})
     splits = [inst.split(fed.setup["data"]) for inst in institutions.values()]
