@@ -22,10 +22,12 @@ LAYERS: dict[str, int] = {
     "optim": 2, "evaluation": 2,    # numeric tools over core
     "data": 2,                      # an institution's data: loading, schema, preprocessing
     "aggregation": 3,               # layers of the sum: about updates, not strategies
+    "vertical": 3,                  # vertical FL: PSI row alignment over core and data
     "algorithms": 4,                # strategies: folds replies through an aggregator
     "engine": 5,                    # the server's run: drives strategies over a transport
     "config": 6,                    # builds strategies, aggregators and clocks from a run config
     "store": 7,                     # records what the engine publishes, a config's run
+    "trees": 7,                     # XGBoost's federated engine: tracker, workers, the boosting
     "client": 8,                    # the institution: client halves, secure prepare, receipts
     "transport": 9,                 # carries tasks to institutions (provisions their policy)
     "session": 10,                  # one run over any transport

@@ -33,11 +33,22 @@ from fedsilo.engine.flow import RunHistory, RunSettings
 from fedsilo.engine.prepare import federated_preprocessing, prepare_config
 from fedsilo.engine.secure_prepare import prepare_spec
 from fedsilo.errors import PrivacyBudgetExhausted
+from fedsilo.trees.xgb import TrackerTls
 
 if TYPE_CHECKING:
     from fedsilo.store.recorder import Recorder
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Trees:
+    """Where a federated XGBoost run's tracker listens (`port` None: a free one) and the
+    mutual-TLS files it serves with (None: none, in a simulation only)."""
+
+    host: str = "127.0.0.1"
+    port: int | None = None
+    tls: TrackerTls | None = None
 
 
 @dataclass
@@ -86,7 +97,8 @@ def run_session(cfg: RunConfig, transport: ServerTransport, schema: Schema, run_
                 evaluate_every: int | None = None, classes: tuple[str, ...] | None = None,
                 timeout: float | None = None,
                 keys: Mapping[str, bytes] | None = None, recorder: Recorder | None = None,
-                resume: bool = False, clock: Clock = None) -> SessionResult:
+                resume: bool = False, clock: Clock = None,
+                trees: Trees | None = None) -> SessionResult:
     """Prepare stage, then `cfg.run.rounds` rounds over `transport`.
 
     Args:
@@ -98,6 +110,8 @@ def run_session(cfg: RunConfig, transport: ServerTransport, schema: Schema, run_
         resume: continue after the recorder's last checkpoint.
         clock: the clock to drive the run under; default the one [clock] names, else the
             wall clock (a simulation passes the virtual one).
+        trees: where XGBoost's tracker listens, and its TLS (kind "xgboost"; default: a free
+            loopback port without TLS, for a simulation).
     Raises:
         ConfigError: the institutions available cannot run `cfg` (e.g. too few for the
             SecAgg+ threshold); DataError: an institution found its data unusable.
@@ -114,6 +128,13 @@ def run_session(cfg: RunConfig, transport: ServerTransport, schema: Schema, run_
         bus.subscribe(recorder)
     if listener is not None:
         bus.subscribe(listener)
+    if cfg.model.kind == "xgboost":  # trees: XGBoost's collective, not the round flow
+        from fedsilo.trees.boost import boost
+
+        tracker = trees or Trees()
+        history = boost(transport, setup, run_id, bus, tracker.host, tracker.port,
+                        tracker.tls, timeout)
+        return SessionResult(history, pre, setup, dict(admission.train_rows))
     rounds = rounds_within_budget(cfg)
     settings = RunSettings(run_id, cfg.run.seed, rounds,
                            evaluate_every or cfg.run.evaluate_every, timeout,

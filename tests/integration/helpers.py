@@ -108,3 +108,15 @@ def federation(kits: Path, tmp: Path, names: list[str], **run: object
     finally:
         for p in (srv, *clients.values()):
             p.stop()
+
+
+def run_to_end(srv: Proc, clients: list[Proc]) -> str:
+    """Wait for the server and every institution to exit 0 (hang guards of minutes), stop
+    whatever is left either way, and return the server's log."""
+    try:
+        assert srv.finish(900) == 0, srv.text()
+        assert all(c.finish(300) == 0 for c in clients)
+    finally:
+        for p in (srv, *clients):
+            p.stop()
+    return srv.text()

@@ -14,7 +14,7 @@ from fedsilo.config.schema import load_config
 from fedsilo.simulation.run import run_simulation
 from fedsilo.transport.grpc.provision import Project, provision
 from tests.conftest import EXAMPLES
-from tests.integration.helpers import FEDSILO, Proc, free_port
+from tests.integration.helpers import FEDSILO, Proc, free_port, run_to_end
 
 pytestmark = pytest.mark.integration
 DIGITS = EXAMPLES / "digits_images"
@@ -57,14 +57,7 @@ def test_the_cnn_over_grpc_equals_its_simulation(tmp_path: Path, images: Path,
     kits = tmp_path / "kits"
     provision(Project("digits", "localhost", tuple(SITES),
                       policy={"secure": "none", "factories": [FACTORY]}), kits)
-    srv, clients = start(kits, tmp_path, images, SITES)
-    try:
-        assert srv.finish(900) == 0, srv.text()
-        assert all(c.finish(300) == 0 for c in clients)
-    finally:
-        for p in (srv, *clients):
-            p.stop()
-    assert "round 3: 5 institutions" in srv.text()
+    assert "round 3: 5 institutions" in run_to_end(*start(kits, tmp_path, images, SITES))
     deployed = np.load(next((tmp_path / "results").glob("*/model.npz")))
     monkeypatch.syspath_prepend(str(DIGITS))
     cfg = load_config(tmp_path / "run.toml")

@@ -33,6 +33,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     srv.add_argument("--kit", type=Path, required=True, help="the server's startup kit")
     srv.add_argument("--config", type=Path, required=True, help="RUN.toml")
     srv.add_argument("--address", help="host:port to listen on (default 0.0.0.0:<kit port>)")
+    srv.add_argument("--tracker-port", type=int, default=None,
+                     help="port of XGBoost's federated server, for [model] kind = 'xgboost' "
+                          "(default: the server's port + 1)")
     srv.add_argument("--wait", type=float, default=300.0,
                      help="seconds to wait for institutions to join")
     srv.add_argument("--output", type=Path, help="results folder (overrides run.output_dir)")
@@ -146,7 +149,8 @@ def server_cmd(args: argparse.Namespace, console: Console) -> int:
                                   listener=lambda ev: _print_round(console, ev),
                                   timeout=cfg.run.round_timeout or 300.0,
                                   keys=_kit_keys(args.kit), recorder=recorder,
-                                  resume=args.resume, clock=WallClock())  # real time
+                                  resume=args.resume, clock=WallClock(),  # real time
+                                  trees=_trees(args, info, transport.port))
         except FedsiloError:  # a refused run is over, not resumable (a signal or crash is)
             recorder.finish("failed")
             raise
@@ -229,6 +233,18 @@ def _print_round(console: Console, ev: object) -> None:
                   f"{ev.seconds:.2f} s{dropped}", highlight=False)
 
 
+def _trees(args: argparse.Namespace, info: Mapping[str, Any], port: int) -> Any:
+    """Where XGBoost's tracker listens for a trees run: the kit's server name, and its
+    mutual TLS with the kit's key, certificate and CA (none only with --insecure)."""
+    from fedsilo.session import Trees
+    from fedsilo.trees.xgb import TrackerTls
+
+    kit = Path(args.kit)
+    tls = None if args.insecure else TrackerTls(str(kit / "server.key"),
+                                                str(kit / "server.pem"), str(kit / "ca.pem"))
+    return Trees(str(info["server"]), args.tracker_port or port + 1, tls)
+
+
 def _own_code(folders: list[Path]) -> None:
     from fedsilo.cli.main import own_code
 
@@ -277,7 +293,8 @@ def client_cmd(args: argparse.Namespace, console: Console) -> int:
     console.print(f"site policy {args.kit / POLICY}: requires {policy.secure}"
                   + (f", ε ≤ {policy.max_epsilon}" if policy.max_epsilon else ""),
                   highlight=False)
-    institution = Institution(name, table, keys=_kit_keys(args.kit), policy=policy)
+    institution = Institution(name, table, keys=_kit_keys(args.kit), policy=policy,
+                              insecure=args.insecure)
     book = ReceiptBook(args.receipts or args.kit / "receipts.jsonl")
     answered = run_institution(address, institution.handle,
                                None if args.insecure else client_credentials(args.kit),

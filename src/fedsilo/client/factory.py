@@ -60,6 +60,10 @@ def make_trainer(spec: Mapping[str, Any], data: LocalData,
             differ from the architecture the server recorded in `spec`.
     """
     framework = spec.get("framework", "torch")
+    if spec.get("kind") == "xgboost":  # trained by XGBoost's collective; scored here
+        from fedsilo.client.xgb_trainer import XGBoostTrainer
+
+        return XGBoostTrainer(data, spec)
     if spec.get("factory") is None and data.x_train.ndim > 2:
         raise ConfigError(f"the built-in models take one row of features per example; these "
                           f"inputs are shaped {list(data.x_train.shape[1:])}: name your own "

@@ -21,12 +21,16 @@ from fedsilo.aggregation.secure.identity import Credentials, Signer, contributio
 from fedsilo.client.client import Client
 from fedsilo.client.factory import ModelCache, make_trainer
 from fedsilo.client.policy import PolicyRefused, SitePolicy
+from fedsilo.client.xgb_trainer import XGBoostTrainer
 from fedsilo.core.messages import ErrorInfo, Reply, Signed, Task, TaskKind
 from fedsilo.core.params import digest
 from fedsilo.data.prepare import InstitutionSplit, Table, local_data, split_institutions
 from fedsilo.data.preprocessing import LocalStatistics, Preprocessor
 from fedsilo.data.schema import Schema
 from fedsilo.errors import ConfigError, DataError, FedsiloError
+from fedsilo.trees.boost import STAGES as BOOST_STAGES
+from fedsilo.trees.boost import START as BOOST_START
+from fedsilo.trees.xgb import BOOSTER, BoostJob, booster_array, booster_params
 
 log = logging.getLogger(__name__)
 TableSource = Callable[[Mapping[str, Any]], Table]
@@ -43,11 +47,14 @@ class Institution:
             ca.pem), which signs every update it sends and its secure-aggregation keys.
         policy: the institution's site policy; every task is checked against it before any
             work (None: no checks, as in a simulation where one party plays everyone).
+        insecure: a deployed institution started with --insecure: it may join an XGBoost
+            tracker without TLS (else it refuses to).
     """
 
     def __init__(self, name: str, table: Table | TableSource | None = None,
                  models: ModelCache | None = None, split: InstitutionSplit | None = None,
-                 keys: Mapping[str, bytes] | None = None, policy: SitePolicy | None = None):
+                 keys: Mapping[str, bytes] | None = None, policy: SitePolicy | None = None,
+                 insecure: bool = False):
         self.name = name
         self.policy = policy
         self._trained: dict[str, int] = {}  # fit tasks answered, per run
@@ -57,6 +64,8 @@ class Institution:
         self._models = models or ModelCache()
         self._splits: dict[str, InstitutionSplit] = {}
         self._clients: dict[str, Client] = {}
+        self._insecure = insecure
+        self._boosting: dict[str, BoostJob] = {}  # XGBoost workers running, per run
         credentials = Credentials.from_keys(self._keys)
         self._signer: Signer | None = (credentials.signer_for(name) if credentials is not None
                                        and credentials.signer is not None else None)
@@ -69,6 +78,8 @@ class Institution:
             client = self._client(task.setup)
         except FedsiloError as e:
             return self._refusal(task, ErrorInfo(e.code, str(e)))
+        if task.kind is TaskKind.STAGE and task.stage.stage in BOOST_STAGES:
+            return self._boost(task, client)
         reply = client.handle(task)
         if task.kind is TaskKind.FIT and reply.ok:
             reply = self.signed(task, reply)
@@ -88,6 +99,40 @@ class Institution:
                                                             sha))
         signed = Signed(signature.hex(), self._signer.certificate)
         return dataclasses.replace(reply, payload={**reply.payload, **signed.to_payload()})
+
+    def _boost(self, task: Task, client: Client) -> Reply:
+        """A federated XGBoost run's stages: start this institution's worker (at once), then
+        wait for its model and score it after each boosting round on the test split."""
+        trainer = client.trainer
+        assert isinstance(trainer, XGBoostTrainer), "an xgboost stage for another model"
+        stage, spec = task.stage, task.setup["model"]
+        try:
+            if stage.stage == BOOST_START:
+                if not stage.payload.get("tls") and self.policy is not None \
+                        and not self._insecure:
+                    raise PolicyRefused("the task asks to join XGBoost's tracker without TLS; "
+                                        "a deployed institution joins only over mutual TLS "
+                                        "(or when started with --insecure)")
+                data = trainer.data
+                self._boosting[task.run_id] = BoostJob(
+                    data, booster_params(spec, data.task, data.num_classes),
+                    int(spec["rounds"]), str(stage.payload["address"]),
+                    int(stage.payload["world"]), int(stage.payload["rank"]),
+                    self._keys if stage.payload.get("tls") else None)
+                return Reply(task.task_id, self.name, task.round, task.model_version, 0)
+            job = self._boosting.pop(task.run_id, None)
+            if job is None:
+                raise ConfigError("no XGBoost worker was started here for this run")
+            params = {BOOSTER: booster_array(job.result())}
+            curve = trainer.curve(params, int(spec["rounds"]))
+            if self.policy is not None:
+                curve = [self.policy.allowed_metrics(m) for m in curve]
+            return self.signed(task, Reply(task.task_id, self.name, task.round,
+                                           task.model_version, len(trainer.data.y_test),
+                                           update=params, payload={"rounds": curve}))
+        except FedsiloError as e:
+            log.warning("institution '%s': XGBoost %s: %s", self.name, stage.stage, e)
+            return self._refusal(task, ErrorInfo(e.code, str(e)))
 
     def _check_policy(self, task: Task) -> None:
         """Refuse (and log here) a task the site policy does not allow."""

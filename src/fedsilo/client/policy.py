@@ -28,7 +28,7 @@ else:  # pragma: no cover
 log = logging.getLogger(__name__)
 FILENAME = "policy.toml"
 STRATEGIES = STRATEGY_NAMES  # every strategy fedsilo knows (algorithms/registry)
-MODELS = ("linear_regression", "logistic_regression", "mlp")
+MODELS = ("linear_regression", "logistic_regression", "mlp", "xgboost")
 METRICS = ("accuracy", "log_loss", "auc", "rmse", "mse", "mae", "r2", "loss")
 PROTECTION = {"secagg+": ("secagg+", "secagg"), "ckks": ("ckks",),
               "none": ("none", "secagg+", "secagg", "ckks")}

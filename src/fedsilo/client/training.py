@@ -4,11 +4,12 @@ split (the Trainer contract itself is core/trainer.py)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Protocol
 
 import numpy as np
 
 from fedsilo.core.params import Params
-from fedsilo.core.trainer import TrainConfig, Trainer
+from fedsilo.core.trainer import TrainConfig
 from fedsilo.data.local_data import LocalData
 from fedsilo.evaluation.metrics import MetricFn, compute, custom
 
@@ -26,7 +27,11 @@ def batches(n: int, cfg: TrainConfig, rng: np.random.Generator) -> list[np.ndarr
     return out[:wanted] if wanted is not None else out
 
 
-def evaluate_on_test(trainer: Trainer, data: LocalData, params: Params,
+class Predicts(Protocol):
+    def predict(self, params: Params, x: np.ndarray) -> np.ndarray: ...
+
+
+def evaluate_on_test(trainer: Predicts, data: LocalData, params: Params,
                      metrics: Mapping[str, MetricFn] | None = None
                      ) -> tuple[int, dict[str, float]]:
     """Metrics of `params` on the institution's held-out split, in the target's original

@@ -37,6 +37,9 @@ def model_spec(cfg: RunConfig) -> dict[str, Any]:
         ConfigError: a loss with a scikit-learn model (it trains with its own loss).
     """
     seed = derive_seed(cfg.run.seed, "model")
+    if cfg.model.kind == "xgboost":  # trees: XGBoost's parameters and boosting rounds
+        return {"kind": "xgboost", "params": dict(cfg.model.params),
+                "rounds": cfg.run.rounds, "seed": seed}
     if cfg.model.factory is not None:  # your own model: by import path, built under `seed`
         spec = {"factory": cfg.model.factory, "args": dict(cfg.model.args),
                 "framework": cfg.model.framework, "seed": seed}

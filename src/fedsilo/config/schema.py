@@ -165,7 +165,10 @@ class ModelSection(_Section):
     every BatchNorm entry stays in the institution, which trains and evaluates with its own;
     the server's BatchNorm entries never move (PyTorch models only)."""
 
-    kind: Literal["linear_regression", "logistic_regression", "mlp"] | None = None
+    kind: Literal["linear_regression", "logistic_regression", "mlp", "xgboost"] | None = None
+    # kind "xgboost": XGBoost's parameters (objective, max_depth, eta, ...); [run] rounds are
+    # its boosting rounds (docs/trees.md)
+    params: dict[str, int | float | str | bool] = {}
     framework: Literal["torch", "sklearn"] = "torch"
     hidden: list[int] = [32]
     factory: str | None = None
@@ -199,6 +202,15 @@ class ModelSection(_Section):
         if reserved:
             raise ValueError(f"args {reserved} are set by fedsilo from the data, not in "
                              f"[model.args]")
+        return self
+
+    @model_validator(mode="after")
+    def _xgboost_params(self) -> ModelSection:
+        if self.params and self.kind != "xgboost":
+            raise ValueError("params are XGBoost's (kind = 'xgboost'); a factory takes "
+                             "[model.args]")
+        if self.kind == "xgboost" and self.framework != "torch":
+            raise ValueError("kind 'xgboost' is its own framework: leave framework unset")
         return self
 
     @model_validator(mode="after")
@@ -516,6 +528,29 @@ class RunConfig(_Section):
     logging: LoggingSection = Field(default_factory=LoggingSection)
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
     base_dir: Path = Path(".")
+
+    @model_validator(mode="after")
+    def _trees_fit(self) -> RunConfig:
+        """XGBoost's federated engine trains every tree in one collective, synchronously, its
+        tracker summing the institutions' gradient histograms in the clear: what needs
+        updates to sum (secure aggregation, DP, robust rules, strategies, async) is refused."""
+        if self.model.kind != "xgboost":
+            return self
+        asked = [f"{what} = {value!r}" for what, value, plain in (
+            ("aggregation.secure", self.aggregation.secure, "none"),
+            ("privacy.mode", self.privacy.mode, "none"),
+            ("aggregation.robust", self.aggregation.robust, "none"),
+            ("run.mode", self.run.mode, "sync"),
+            ("strategy.name", self.strategy.name, "fedavg")) if value != plain]
+        if self.attack.fraction:
+            asked.append("attack.fraction")
+        if self.data.shape is not None:
+            asked.append("data.shape (array data)")
+        if asked:
+            raise ValueError(f"kind 'xgboost' trains through XGBoost's federated engine, whose "
+                             f"tracker sums gradient histograms in the clear: {asked} cannot "
+                             f"apply to it (docs/trees.md)")
+        return self
 
     @model_validator(mode="after")
     def _privacy_fits(self) -> RunConfig:
