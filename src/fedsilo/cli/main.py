@@ -112,6 +112,8 @@ def _run(path: Path, args: argparse.Namespace, console: Console) -> int:
     if run_update:
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update=run_update)})
     own_code(cfg.base_dir)
+    if cfg.run.mode == "vertical":
+        return _run_vertical(cfg, console)
     metric = PRIMARY[cfg.data.task]
     console.print(f"[bold]fedsilo[/] {cfg.run.name}: {len(cfg.data.institutions) or 'partitioned'}"
                   f" institutions, {cfg.strategy.name}, {cfg.model.kind or cfg.model.factory}, "
@@ -124,6 +126,35 @@ def _run(path: Path, args: argparse.Namespace, console: Console) -> int:
     console.print(_trained(cfg, result, metric), highlight=False)
     if result.comparison is not None:
         print_comparison(result.comparison, console)
+    console.print(f"results: {result.output_dir}")
+    return 0
+
+
+def _run_vertical(cfg: RunConfig, console: Console) -> int:
+    """A vertical run: the PSI, the protocol, and the label holder alone / vertical /
+    pooled table."""
+    from rich.table import Table
+
+    from fedsilo.simulation.vertical import run_vertical
+
+    assert cfg.vertical is not None
+    console.print(f"[bold]fedsilo[/] {cfg.run.name}: vertical, {len(cfg.data.institutions)} "
+                  f"parties, {cfg.model.kind}, label holder {cfg.vertical.label_holder}")
+    result = run_vertical(cfg)
+    for name, party in result.parties.items():
+        console.print(f"  {name}: {party['rows']} rows, columns {', '.join(party['columns'])}",
+                      highlight=False)
+    console.print(f"private set intersection: {result.shared} shared rows with a label "
+                  f"(no party learns another's other IDs)", highlight=False)
+    table = Table(title=f"{result.metric} on the held-out shared rows")
+    table.add_column("model")
+    table.add_column(result.metric, justify="right")
+    for label, metrics in result.metrics.items():
+        table.add_row(label, f"{metrics[result.metric]:.4f}")
+    console.print(table)
+    if result.wire:
+        console.print("between the parties: " + ", ".join(
+            f"{kind} {n:,} bytes" for kind, n in sorted(result.wire.items())), highlight=False)
     console.print(f"results: {result.output_dir}")
     return 0
 

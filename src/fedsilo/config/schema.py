@@ -47,7 +47,9 @@ class RunSection(_Section):
     compare: bool = True
     torch_threads: int = Field(default=1, ge=1)
     round_timeout: float | None = Field(default=None, gt=0)  # deadline per stage (deployment)
-    mode: Literal["sync", "async"] = "sync"  # async: rounds = model versions (commits)
+    # async: rounds = model versions (commits); vertical: parties hold different columns of
+    # the same rows ([vertical], docs/vertical.md)
+    mode: Literal["sync", "async", "vertical"] = "sync"
     checkpoint_every: int = Field(default=1, ge=0)  # 0: no checkpoints
 
 
@@ -92,6 +94,7 @@ class DataSection(_Section):
     # channel first; optional in simulation (read from the data), required in deployment
     shape: list[int] | None = Field(default=None, min_length=1)
     loader: str | None = None  # "module.path:callable": load(name, args) -> table or arrays
+    id: str | None = None  # run.mode = "vertical": the column naming each row's customer
     loader_args: dict[str, Any] = {}
     numeric: list[str] | None = None
     categorical: list[str] = []
@@ -497,6 +500,19 @@ class PrivacySection(_Section):
     local_epsilon: dict[str, float] = {}
 
 
+class VerticalSection(_Section):
+    """A vertical run (run.mode = "vertical"): the parties' rows are aligned by private set
+    intersection on data.id, then [model] kind picks the protocol: logistic_regression /
+    linear_regression (Hetero-LR, homomorphic encryption), mlp (split learning), xgboost
+    (column-split trees)."""
+
+    label_holder: str
+    epochs: int = Field(default=10, ge=1)
+    lr: float = Field(default=0.1, gt=0)
+    batch_size: int = Field(default=64, ge=1)
+    noise: float = Field(default=0.0, ge=0)  # split learning: Gaussian noise on activations
+
+
 class CommitSection(_Section):
     """How an asynchronous run (run.mode = 'async') of a synchronous strategy (fedavg,
     fedprox, scaffold, fednova, fedadam, ...) commits: FedBuff's buffer of K accepted
@@ -527,7 +543,35 @@ class RunConfig(_Section):
     store: StoreSection = Field(default_factory=StoreSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
+    vertical: VerticalSection | None = None
     base_dir: Path = Path(".")
+
+    @model_validator(mode="after")
+    def _vertical_fits(self) -> RunConfig:
+        vertical = self.run.mode == "vertical"
+        if self.vertical is not None and not vertical:
+            raise ValueError("[vertical] describes a vertical run: set run.mode = 'vertical'")
+        if not vertical:
+            return self
+        problems = []
+        if self.vertical is None:
+            problems.append("[vertical] label_holder is missing")
+        elif self.vertical.label_holder not in [i.name for i in self.data.institutions]:
+            problems.append(f"vertical.label_holder '{self.vertical.label_holder}' is none of "
+                            f"[[data.institutions]]")
+        if self.data.id is None:
+            problems.append("data.id (the column naming each row's customer) is missing")
+        if len(self.data.institutions) < 2:
+            problems.append("a vertical run needs 2 or more [[data.institutions]]")
+        if self.model.factory is not None or self.model.framework != "torch":
+            problems.append("[model] kind picks the vertical protocol (logistic_regression, "
+                            "linear_regression, mlp, xgboost)")
+        if self.aggregation.secure != "none" or self.privacy.mode != "none":
+            problems.append("[aggregation] secure and [privacy] apply to horizontal runs (a "
+                            "vertical protocol protects its own messages: docs/vertical.md)")
+        if problems:
+            raise ValueError("run.mode = 'vertical': " + "; ".join(problems))
+        return self
 
     @model_validator(mode="after")
     def _trees_fit(self) -> RunConfig:
@@ -540,7 +584,7 @@ class RunConfig(_Section):
             ("aggregation.secure", self.aggregation.secure, "none"),
             ("privacy.mode", self.privacy.mode, "none"),
             ("aggregation.robust", self.aggregation.robust, "none"),
-            ("run.mode", self.run.mode, "sync"),
+            ("run.mode", "sync" if self.run.mode == "vertical" else self.run.mode, "sync"),
             ("strategy.name", self.strategy.name, "fedavg")) if value != plain]
         if self.attack.fraction:
             asked.append("attack.fraction")
