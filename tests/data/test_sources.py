@@ -227,3 +227,30 @@ def test_array_data_where_a_table_is_declared_is_refused(image_sites: Path) -> N
     with pytest.raises(DataError, match="holds a table, the run reads array data"):
         run_simulation(cfg, write=False, tables=tables)
     assert isinstance(tables["site-0"], ArrayData)
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path: Path) -> None:
+    folder = tmp_path / "scans" / "a"
+    folder.mkdir(parents=True)
+    pixels = np.array([[1000, 30000], [65535, 100]], dtype=np.uint16)
+    Image.fromarray(pixels).save(folder / "0.png")
+    data = read_image_folder(tmp_path / "scans")
+    np.testing.assert_allclose(data.x[0, 0], pixels / 65535.0, rtol=1e-6)
+
+
+def test_an_unreadable_image_is_refused_without_its_name(tmp_path: Path) -> None:
+    folder = tmp_path / "imgs" / "a"
+    folder.mkdir(parents=True)
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(folder / "0.png")
+    (folder / "patient-4711.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match="image 2 of 2 cannot be read") as info:
+        read_source(tmp_path / "imgs")
+    assert "4711" not in str(info.value)
+
+
+def test_parquet_missing_markers_count_in_category_columns(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0],
+                          "c": pd.Categorical(["a", " ?", "b"])})
+    frame.to_parquet(tmp_path / "t.parquet")
+    read = read_source(tmp_path / "t.parquet")
+    assert isinstance(read, pd.DataFrame) and read["c"].isna().tolist() == [False, True, False]

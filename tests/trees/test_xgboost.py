@@ -150,3 +150,13 @@ def test_the_tracker_refuses_a_worker_whose_certificate_another_ca_signed(tmp_pa
         job._process.kill()
         tracker.kill()
         tracker.wait()
+
+
+def test_a_worker_asked_for_tls_without_a_kit_refuses_instead_of_joining_in_the_clear(
+        ) -> None:
+    from fedsilo.data.local_data import LocalData
+
+    x = np.zeros((4, 2), np.float32)
+    data = LocalData(x, np.zeros(4, np.float32), x, np.zeros(4, np.float32), "binary", 2)
+    with pytest.raises(ConfigError, match="needs the kit's ca.pem"):
+        BoostJob(data, booster_params({}, "binary", 2), 1, "localhost:1", 1, 0, {})

@@ -33,6 +33,7 @@ from fedsilo.trees.boost import START as BOOST_START
 from fedsilo.trees.xgb import BOOSTER, BoostJob, booster_array, booster_params
 
 log = logging.getLogger(__name__)
+BOOST_TIMEOUT = 3600.0  # seconds an XGBoost worker may train: a hang guard
 TableSource = Callable[[Mapping[str, Any]], Table]
 
 
@@ -102,28 +103,31 @@ class Institution:
 
     def _boost(self, task: Task, client: Client) -> Reply:
         """A federated XGBoost run's stages: start this institution's worker (at once), then
-        wait for its model and score it after each boosting round on the test split."""
-        trainer = client.trainer
-        assert isinstance(trainer, XGBoostTrainer), "an xgboost stage for another model"
+        wait for its model and score it after each boosting round on the test split. Any
+        failure is answered with its type only (details in this institution's log)."""
         stage, spec = task.stage, task.setup["model"]
         try:
+            trainer = client.trainer
+            if not isinstance(trainer, XGBoostTrainer):
+                raise ConfigError("an XGBoost stage for a run of another model")
             if stage.stage == BOOST_START:
-                if not stage.payload.get("tls") and self.policy is not None \
-                        and not self._insecure:
+                tls = bool(stage.payload.get("tls"))
+                if not tls and self.policy is not None and not self._insecure:
                     raise PolicyRefused("the task asks to join XGBoost's tracker without TLS; "
                                         "a deployed institution joins only over mutual TLS "
                                         "(or when started with --insecure)")
+                self._close_boosting()  # a redelivered start: one worker per institution
                 data = trainer.data
                 self._boosting[task.run_id] = BoostJob(
                     data, booster_params(spec, data.task, data.num_classes),
                     int(spec["rounds"]), str(stage.payload["address"]),
                     int(stage.payload["world"]), int(stage.payload["rank"]),
-                    self._keys if stage.payload.get("tls") else None)
+                    self._keys if tls else None)
                 return Reply(task.task_id, self.name, task.round, task.model_version, 0)
             job = self._boosting.pop(task.run_id, None)
             if job is None:
                 raise ConfigError("no XGBoost worker was started here for this run")
-            params = {BOOSTER: booster_array(job.result())}
+            params = {BOOSTER: booster_array(job.result(BOOST_TIMEOUT))}
             curve = trainer.curve(params, int(spec["rounds"]))
             if self.policy is not None:
                 curve = [self.policy.allowed_metrics(m) for m in curve]
@@ -133,6 +137,16 @@ class Institution:
         except FedsiloError as e:
             log.warning("institution '%s': XGBoost %s: %s", self.name, stage.stage, e)
             return self._refusal(task, ErrorInfo(e.code, str(e)))
+        except Exception as e:  # noqa: BLE001  (its text may quote data: it stays in the log)
+            log.exception("institution '%s': XGBoost %s failed", self.name, stage.stage)
+            return self._refusal(task, ErrorInfo(ConfigError.code, f"XGBoost {stage.stage} "
+                                                 f"failed here with {type(e).__name__}"))
+
+    def _close_boosting(self) -> None:
+        """Stop every XGBoost worker still running here (and delete its copy of the rows)."""
+        for job in self._boosting.values():
+            job.close()
+        self._boosting.clear()
 
     def _check_policy(self, task: Task) -> None:
         """Refuse (and log here) a task the site policy does not allow."""

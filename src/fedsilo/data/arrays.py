@@ -10,6 +10,7 @@ its values across every institution's training split (image normalisation, as to
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ import numpy as np
 import pandas as pd
 
 from fedsilo.errors import DataError
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -112,12 +115,12 @@ def read_image_folder(root: Path) -> ArrayData:
         try:
             with Image.open(f) as im:
                 images.append(im.copy())
-        except (OSError, UnidentifiedImageError):
-            raise DataError(f"{root.name}: cannot read image {f.parent.name}/{f.name}"
-                            ) from None
-    gray = all(im.mode in ("1", "L", "I", "F", "I;16") for im in images)
-    arrays = [np.asarray(im.convert("L" if gray else "RGB"), dtype=np.float32) / 255.0
-              for im in images]
+        except (OSError, UnidentifiedImageError):  # its name may be a patient's: logged here
+            log.warning("%s: cannot read image %s", root, f)
+            raise DataError(f"{root.name}: image {len(images) + 1} of {len(files)} cannot be "
+                            f"read (its name is in this institution's log)") from None
+    gray = all(im.mode in ("1", "L", *WIDE) for im in images)
+    arrays = [_pixels(im, gray) for im in images]
     sizes = sorted({a.shape[:2] for a in arrays})
     if len(sizes) > 1:
         raise DataError(f"{root.name}: images of {len(sizes)} sizes ({sizes[:3]}): resize them "
@@ -125,6 +128,19 @@ def read_image_folder(root: Path) -> ArrayData:
     x = np.stack(arrays)
     x = x[:, None] if gray else x.transpose(0, 3, 1, 2)
     return ArrayData(x, np.array([label for _, label in files]), root.name)
+
+
+WIDE = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I": None, "F": None}
+
+
+def _pixels(im: Any, gray: bool) -> np.ndarray:
+    """An image's pixels as floats in [0, 1]: 8-bit ones over 255, 16-bit ones over 65535,
+    32-bit integer and float images over their own largest value (never clipped)."""
+    if gray and im.mode in WIDE:
+        a = np.asarray(im, dtype=np.float32)
+        top = WIDE[im.mode] or float(max(np.abs(a).max(initial=0.0), 1.0))
+        return a / np.float32(top)
+    return np.asarray(im.convert("L" if gray else "RGB"), dtype=np.float32) / 255.0
 
 
 def as_source(obj: Any, where: str) -> pd.DataFrame | ArrayData:

@@ -57,9 +57,10 @@ def read_parquet(path: Path, na_values: Sequence[str] = ("?", "")) -> pd.DataFra
     if frame.empty:
         raise DataError(f"{path.name} holds no rows")
     markers = [v for v in na_values if v != ""] + [""]
-    text = frame.select_dtypes(include=["object", "string"]).columns
-    if len(text):
-        frame[text] = frame[text].replace(markers, np.nan)
+    for column in frame.select_dtypes(include=["object", "string", "category"]).columns:
+        values = frame[column].astype("object")
+        stripped = values.map(lambda v: v.strip() if isinstance(v, str) else v)
+        frame[column] = values.where(~stripped.isin(markers), np.nan)
     frame.attrs["file"] = path.name
     return frame
 

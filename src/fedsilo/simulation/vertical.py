@@ -88,7 +88,8 @@ def run_vertical(cfg: RunConfig, write: bool = True) -> VerticalResult:
     if d.task == "regression":
         mean, std = float(y[train].mean()), float(y[train].std() or 1.0)
         y = (y - mean) / std
-    runs = {"label holder alone": {holder: blocks[holder]}, "vertical": blocks,
+    runs = {"label holder alone": {holder: blocks[holder]},
+            "vertical": {n: blocks[n] for n in order},  # the joined table's column order
             "pooled": {holder: np.concatenate([blocks[n] for n in order], axis=1)}}
     metrics: dict[str, dict[str, float]] = {}
     wire: dict[str, int] = {}

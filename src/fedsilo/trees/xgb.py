@@ -107,8 +107,12 @@ class BoostJob:
         np.savez(folder / "rows.npz", x=data.x_train, y=data.y_train)
         job: dict[str, Any] = {"params": params, "rounds": rounds, "address": address,
                                "world": world, "rank": rank, "tls": None}
-        if keys:
-            job["tls"] = _tls_files(keys, folder)
+        if keys is not None:  # TLS asked: the kit's files, or a refusal (never the clear)
+            try:
+                job["tls"] = _tls_files(keys, folder)
+            except ConfigError:
+                self._folder.cleanup()
+                raise
         (folder / "job.json").write_text(json.dumps(job))
         self._process = subprocess.Popen([sys.executable, "-m", PROCESSES, "worker",
                                           str(folder)])
@@ -133,10 +137,14 @@ class BoostJob:
             raise FedsiloError(f"the XGBoost worker gave no model within {timeout} s"
                                ) from None
         finally:
-            if self._process.poll() is None:
-                self._process.terminate()
-                self._process.wait()
-            self._folder.cleanup()
+            self.close()
+
+    def close(self) -> None:
+        """Stop the worker if it still runs; delete its folder (the rows, the key copy)."""
+        if self._process.poll() is None:
+            self._process.terminate()
+            self._process.wait()
+        self._folder.cleanup()
 
 
 def _tls_files(keys: Mapping[str, bytes], folder: Path) -> dict[str, str]:
