@@ -83,3 +83,29 @@ def test_dashboard_follows_a_running_run_live(store, browser):
         wait_for(lambda: "finished" in browser.find_element(By.ID, "summary").text)
     finally:
         board.stop()
+
+
+def test_dashboard_shows_a_vertical_run(tmp_path, browser):
+    from selenium.webdriver.common.by import By
+
+    from fedsilo.simulation.vertical import run_vertical
+    from tests.simulation.test_vertical_run import config
+
+    cfg = config("mlp", epochs=2)
+    cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"output_dir": str(tmp_path)})})
+    result = run_vertical(cfg)
+    board = Dashboard(RunStore(tmp_path), port=0).start()
+    try:
+        browser.get(board.url)
+        rows = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#runs tbody tr"))
+        assert "finished" in rows[0].text and "vertical" in rows[0].text
+        rows[0].click()
+        table = wait_for(lambda: browser.find_element(By.ID, "comparison").text
+                         if "label holder alone" in browser.find_element(
+                             By.ID, "comparison").text else None)
+        assert "pooled" in table and "vertical" in table
+        assert f"{result.metrics['vertical']['accuracy']:.4f}" in table
+        badge = wait_for(lambda: browser.find_element(By.ID, "audit").text)
+        assert "audit chain verified (1 rounds)" in badge
+    finally:
+        board.stop()

@@ -147,7 +147,7 @@ def test_the_tracker_refuses_a_worker_whose_certificate_another_ca_signed(tmp_pa
             time.sleep(0.2)
         assert job._process.poll() is None or job._process.returncode != 0  # no model made
     finally:
-        job._process.kill()
+        job.close()
         tracker.kill()
         tracker.wait()
 

@@ -107,11 +107,14 @@ def server_cmd(args: argparse.Namespace, console: Console) -> int:
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(
             update={"output_dir": str(args.output)})})
     d = cfg.data
-    if d.numeric is None and d.columns is None and d.shape is None:
+    vertical = cfg.run.mode == "vertical"
+    if vertical and args.resume:
+        raise ConfigError("--resume: a vertical run cannot resume; start it again")
+    if not vertical and d.numeric is None and d.columns is None and d.shape is None:
         raise ConfigError("deployment: the server sees no data; declare data.numeric or "
                           "data.columns (a table), or data.shape (array data), in the run "
                           "config")
-    schema = build_schema(cfg, pd.DataFrame(columns=d.columns or []))
+    schema = None if vertical else build_schema(cfg, pd.DataFrame(columns=d.columns or []))
     info = kit_info(args.kit)
     if args.insecure:
         _warn_insecure(console)
@@ -127,7 +130,7 @@ def server_cmd(args: argparse.Namespace, console: Console) -> int:
     try:
         # --resume: a missing or damaged checkpoint stops here, before waiting for anyone
         resumed = _recorder(cfg, schema, True, console, args.kit) if args.resume else None
-        need = max(cfg.strategy.min_clients, 1)
+        need = len(d.institutions) if vertical else max(cfg.strategy.min_clients, 1)
         joined = transport.wait_for_clients(len(gate.institutions), args.wait)
         missing = sorted(gate.institutions - set(joined))
         if len(joined) < need:
@@ -139,6 +142,8 @@ def server_cmd(args: argparse.Namespace, console: Console) -> int:
             console.print(f"starting without {', '.join(missing)} (not connected within "
                           f"--wait {args.wait:g} s; they may join later rounds)",
                           highlight=False)
+        if schema is None:  # vertical: every party, all at once; no round to join later
+            return _serve_vertical(cfg, transport, console, args.kit)
         from fedsilo.engine.clock import WallClock
         from fedsilo.session import run_session
 
@@ -164,6 +169,41 @@ def server_cmd(args: argparse.Namespace, console: Console) -> int:
         return 143
     finally:
         transport.close()
+
+
+def _serve_vertical(cfg: Any, transport: Any, console: Console, kit: Path) -> int:
+    """A vertical run: the server relays the parties' sealed messages and, for Hetero-LR, is
+    the arbiter; the label holder's metrics go to the results folder and the run store."""
+    from fedsilo.config.vertical import open_spec, vertical_event
+    from fedsilo.engine.vertical import run_vertical_session
+    from fedsilo.evaluation.metrics import PRIMARY
+    from fedsilo.simulation.vertical import record_vertical
+    from fedsilo.store.recorder import start_run
+
+    metric = PRIMARY[cfg.data.task]
+    recorder = start_run(cfg, metric, kit)
+    try:
+        outcome = run_vertical_session(open_spec(cfg), transport, recorder.run_id,
+                                       timeout=cfg.run.round_timeout or 300.0,
+                                       read={"columns": cfg.data.columns,
+                                             "na_values": cfg.data.na_values})
+    except FedsiloError:
+        recorder.finish("failed")
+        raise
+    comparison = {"metric": metric, "shared_rows": outcome.shared,
+                  "references": outcome.metrics,
+                  "parties": {p: {"columns": n} for p, n in outcome.columns.items()},
+                  "wire_bytes": outcome.wire}
+    event = vertical_event(cfg, {cfg.vertical.label_holder: outcome.metrics["vertical"]},
+                           outcome.seconds)
+    folder = record_vertical(cfg, recorder, event, comparison)
+    console.print(f"private set intersection: {outcome.shared} shared rows with a label",
+                  highlight=False)
+    for label, metrics in outcome.metrics.items():
+        console.print(f"{label}: {metric} {metrics.get(metric, float('nan')):.4f}",
+                      highlight=False)
+    console.print(f"results: {folder}")
+    return 0
 
 
 def _witness(kit: Path) -> tuple[Any, Any]:

@@ -21,6 +21,7 @@ from fedsilo.aggregation.secure.identity import Credentials, Signer, contributio
 from fedsilo.client.client import Client
 from fedsilo.client.factory import ModelCache, make_trainer
 from fedsilo.client.policy import PolicyRefused, SitePolicy
+from fedsilo.client.vertical_party import Spec, VerticalParty
 from fedsilo.client.xgb_trainer import XGBoostTrainer
 from fedsilo.core.messages import ErrorInfo, Reply, Signed, Task, TaskKind
 from fedsilo.core.params import digest
@@ -31,6 +32,8 @@ from fedsilo.errors import ConfigError, DataError, FedsiloError
 from fedsilo.trees.boost import STAGES as BOOST_STAGES
 from fedsilo.trees.boost import START as BOOST_START
 from fedsilo.trees.xgb import BOOSTER, BoostJob, booster_array, booster_params
+from fedsilo.vertical.stages import OPEN as VERTICAL_OPEN
+from fedsilo.vertical.stages import PREFIX as VERTICAL
 
 log = logging.getLogger(__name__)
 BOOST_TIMEOUT = 3600.0  # seconds an XGBoost worker may train: a hang guard
@@ -67,6 +70,7 @@ class Institution:
         self._clients: dict[str, Client] = {}
         self._insecure = insecure
         self._boosting: dict[str, BoostJob] = {}  # XGBoost workers running, per run
+        self._vertical_runs: dict[str, VerticalParty] = {}  # one vertical run at a time
         credentials = Credentials.from_keys(self._keys)
         self._signer: Signer | None = (credentials.signer_for(name) if credentials is not None
                                        and credentials.signer is not None else None)
@@ -74,6 +78,8 @@ class Institution:
     def handle(self, task: Task) -> Reply:
         if task.kind is TaskKind.PREPARE:
             return self._prepare(task)
+        if task.kind is TaskKind.STAGE and task.stage.stage.startswith(VERTICAL):
+            return self._vertical(task)
         try:
             self._check_policy(task)
             client = self._client(task.setup)
@@ -141,6 +147,33 @@ class Institution:
             log.exception("institution '%s': XGBoost %s failed", self.name, stage.stage)
             return self._refusal(task, ErrorInfo(ConfigError.code, f"XGBoost {stage.stage} "
                                                  f"failed here with {type(e).__name__}"))
+
+    def _vertical(self, task: Task) -> Reply:
+        """A deployed vertical run's stages (client/vertical_party.py). Failures are answered
+        without data: a PSI mismatch's example IDs stay in this institution's log."""
+        try:
+            if task.stage.stage == VERTICAL_OPEN:
+                spec = Spec.from_dict(task.stage.payload.get("spec") or {})
+                read = task.stage.payload.get("read") or {}
+                table = self._table(read) if callable(self._table) else self._table
+                if not isinstance(table, pd.DataFrame):
+                    raise DataError(f"institution '{self.name}': a vertical run needs a table")
+                self._vertical_runs = {task.run_id: VerticalParty(
+                    self.name, task.run_id, spec, table, Credentials.from_keys(self._keys),
+                    self.policy)}
+                return self._vertical_runs[task.run_id].opened(task)
+            party = self._vertical_runs.get(task.run_id)
+            if party is None:
+                raise ConfigError("no vertical run was opened here for this task's run")
+            return self.signed(task, party.handle(task))  # what it sent, signed
+        except FedsiloError as e:
+            log.warning("institution '%s': %s: %s", self.name, task.stage.stage, e)
+            reason = str(e).split(" IDs look like ")[0]  # examples stay here
+            return self._refusal(task, ErrorInfo(e.code, reason))
+        except Exception as e:  # noqa: BLE001  (its text may quote data: it stays in the log)
+            log.exception("institution '%s': %s failed", self.name, task.stage.stage)
+            return self._refusal(task, ErrorInfo(ConfigError.code, f"{task.stage.stage} failed "
+                                                 f"here with {type(e).__name__}"))
 
     def _close_boosting(self) -> None:
         """Stop every XGBoost worker still running here (and delete its copy of the rows)."""

@@ -68,6 +68,9 @@ class SitePolicy(BaseModel):
     deterministic_noise: bool = False
     categorical: list[str] | None = None  # columns that may be one-hot (levels leave); None: any
     max_levels: int = Field(default=MAX_LEVELS, ge=1)  # values of one column that may leave
+    # vertical protocols this institution joins: Hetero-LR sends only ciphertexts and masked
+    # values; split learning sends its bottom model's activations (to the label holder only)
+    vertical: list[Literal["hetero_lr", "split_learning"]] = ["hetero_lr"]
 
     @classmethod
     def load(cls, path: str | Path) -> SitePolicy:
@@ -155,6 +158,19 @@ class SitePolicy(BaseModel):
                                 "allowed (evaluation = false)")
         if setup:
             self._check_run(setup, round_, 0)
+
+    def check_vertical(self, protocol: str, kind: str, epochs: int) -> None:
+        """Refuse a vertical run this institution's policy does not allow."""
+        if protocol not in self.vertical:
+            raise PolicyRefused(f"site policy allows vertical protocols {self.vertical}, task "
+                                f"asks for '{protocol}' (to allow it, add it to 'vertical' in "
+                                f"{FILENAME})")
+        if kind not in self.models:
+            raise PolicyRefused(f"site policy allows models {self.models}, task asks for "
+                                f"'{kind}'")
+        if epochs > self.max_rounds:
+            raise PolicyRefused(f"site policy allows at most {self.max_rounds} rounds, the "
+                                f"vertical run asks for {epochs} epochs")
 
     def allowed_metrics(self, metrics: Mapping[str, float]) -> dict[str, float]:
         """The metrics that may leave; the others are dropped (and logged locally). A run's

@@ -42,24 +42,25 @@ class XGBoostTrainer:
         return evaluate_on_test(self, self.data, params)
 
     def curve(self, params: Params, rounds: int) -> list[dict[str, float]]:
-        """Test metrics of the booster's first 1, 2, ..., `rounds` boosting rounds."""
-        return [evaluate_on_test(_FirstRounds(self, k), self.data, params)[1]
+        """Test metrics of the booster's first 1, 2, ..., `rounds` boosting rounds (the model
+        parsed and the test rows wrapped once)."""
+        xgboost = require_xgboost()
+        booster, test = load_booster(params), xgboost.DMatrix(self.data.x_test)
+        return [evaluate_on_test(_FirstRounds(booster, test, k), self.data, params)[1]
                 for k in range(1, rounds + 1)]
 
-    def predict(self, params: Params, x: np.ndarray, rounds: int | None = None) -> np.ndarray:
-        """Predictions of the booster in `params` (of its first `rounds` trees' rounds)."""
+    def predict(self, params: Params, x: np.ndarray) -> np.ndarray:
+        """Predictions of the booster in `params`."""
         xgboost = require_xgboost()
-        booster = load_booster(params)
-        span = (0, rounds) if rounds is not None else (0, 0)
-        pred = booster.predict(xgboost.DMatrix(x), iteration_range=span)
-        return np.asarray(pred, np.float64)
+        return np.asarray(load_booster(params).predict(xgboost.DMatrix(x)), np.float64)
 
 
 class _FirstRounds:
-    """The booster of its first `rounds` boosting rounds (for the per-round curve)."""
+    """A parsed booster's predictions on the test rows after its first `rounds` rounds."""
 
-    def __init__(self, trainer: XGBoostTrainer, rounds: int) -> None:
-        self.trainer, self.rounds = trainer, rounds
+    def __init__(self, booster: Any, test: Any, rounds: int) -> None:
+        self.booster, self.test, self.rounds = booster, test, rounds
 
     def predict(self, params: Params, x: np.ndarray) -> np.ndarray:
-        return self.trainer.predict(params, x, self.rounds)
+        pred = self.booster.predict(self.test, iteration_range=(0, self.rounds))
+        return np.asarray(pred, np.float64)

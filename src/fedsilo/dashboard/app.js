@@ -147,6 +147,18 @@ function drawComparison(run) {
          "running)", "muted");
     return;
   }
+  if (c.references) {  // a vertical run: the label holder's metric per reference
+    const top = html("tr", html("thead", table));
+    ["model", c.metric].forEach((h, i) => html("th", top, h, i ? "num" : ""));
+    const body = html("tbody", table);
+    for (const [name, m] of Object.entries(c.references)) {
+      const tr = html("tr", body);
+      tr.dataset.institution = name;
+      html("td", tr, name);
+      html("td", tr, fmt(m[c.metric]), "num");
+    }
+    return;
+  }
   const personal = ["finetuned", "ditto"].filter(k => known(c.overall[k]));
   const cols = ["local_only", "local_only_everywhere", "federated", "pooled"].concat(personal);
   const head = ["institution", "local-only", "local-only (all tests)", "federated", "pooled"]

@@ -19,7 +19,6 @@ import numpy as np
 
 from fedsilo.algorithms.base import ServerState
 from fedsilo.core.messages import (
-    Rejection,
     Reply,
     ReplySpec,
     Signed,
@@ -31,6 +30,7 @@ from fedsilo.core.params import ArraySpec, digest
 from fedsilo.core.transport import ServerTransport
 from fedsilo.engine.events import EventBus, RoundEvent
 from fedsilo.engine.flow import RunHistory
+from fedsilo.engine.stages import ask_all
 from fedsilo.errors import AggregationError, ProtocolError
 from fedsilo.evaluation.metrics import weighted_mean
 from fedsilo.optim.base import OptState
@@ -62,11 +62,12 @@ def boost(transport: ServerTransport, setup: Mapping[str, Any], run_id: str, bus
     tracker = Tracker(len(names), port, tls)
     try:
         address = f"{host}:{port}"
-        _ask(transport, [_task(run_id, n, START, {"address": address, "world": len(names),
-                                                  "tls": tls is not None,
-                                                  "rank": rank}, setup)
-                         for rank, n in enumerate(names)], timeout)
-        replies = _ask(transport, [_task(run_id, n, FINISH, {}, setup) for n in names], timeout)
+        ask_all(transport, [_task(run_id, n, START, {"address": address, "world": len(names),
+                                                     "tls": tls is not None,
+                                                     "rank": rank}, setup)
+                            for rank, n in enumerate(names)], timeout, "XGBoost")
+        replies = ask_all(transport, [_task(run_id, n, FINISH, {}, setup) for n in names],
+                          timeout, "XGBoost")
     finally:
         tracker.stop()
     models = {n: r.update[BOOSTER] for n, r in replies.items() if r.update}
@@ -88,27 +89,6 @@ def _task(run_id: str, name: str, stage: str, payload: dict[str, Any],
                if stage == FINISH else None)
     return Task(run_id, 1, 0, TaskKind.STAGE, name, {}, expects=expects,
                 body=StageTask(stage, payload), setup=dict(setup))
-
-
-def _ask(transport: ServerTransport, tasks: list[Task],
-         timeout: float | None) -> dict[str, Reply]:
-    """Every institution's reply to `tasks`; the first error stops the run with its reason."""
-    transport.dispatch(tasks)
-    replies: dict[str, Reply] = {}
-    problems = []
-    for reply in transport.poll(timeout):
-        rejection = None
-        if reply.error is not None:
-            problems.append(f"{reply.client_id}: {reply.error.reason}")
-            rejection = Rejection(reply.client_id, reply.error.code, reply.error.reason)
-        else:
-            replies[reply.client_id] = reply
-        transport.acknowledge(reply, rejection)
-    missing = sorted({t.client_id for t in tasks} - set(replies))
-    if problems or missing:
-        raise AggregationError("XGBoost: " + "; ".join(
-            problems or [f"no answer from {', '.join(missing)}"]))
-    return replies
 
 
 def _events(replies: Mapping[str, Reply], names: list[str],

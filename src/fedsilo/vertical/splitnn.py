@@ -56,6 +56,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedsilo.core.rng import derive_seed
 from fedsilo.errors import ConfigError, DataError, MalformedUpdate, ProtocolError
 from fedsilo.vertical.batches import SeedLike, batch_order
 
@@ -282,6 +283,24 @@ class SplitNN:
         return iter((self.bottoms, self.top))
 
 
+def new_bottom(columns: int, hidden: int, seed: int, party: str) -> nn.Module:
+    """A party's bottom model (one hidden layer), initialised from the run's seed and the
+    party's name alone, so that each party can build its own wherever it runs."""
+    torch.manual_seed(derive_seed(seed, "splitnn", "bottom", party))
+    return nn.Sequential(nn.Linear(columns, hidden), nn.ReLU())
+
+
+def new_top(inputs: int, outputs: int, seed: int) -> nn.Module:
+    """The label holder's linear top model, initialised from the run's seed."""
+    torch.manual_seed(derive_seed(seed, "splitnn", "top"))
+    return nn.Linear(inputs, outputs)
+
+
+def noise_seed(seed: int, index: int) -> np.random.SeedSequence:
+    """The seed of the noise party `index` (its place in the top's input order) adds."""
+    return np.random.SeedSequence([seed, 1, index])
+
+
 def _rows(blocks: Mapping[str, np.ndarray]) -> int:
     if not blocks:
         raise DataError("no parties")
@@ -318,7 +337,7 @@ def fit_splitnn(blocks: Mapping[str, np.ndarray], y: np.ndarray, label_holder: s
     order = tuple(blocks)
     parties = {name: BottomParty(name, blocks[name], bottoms[name], lr,
                                  noise_std=0.0 if name == label_holder else noise_std,
-                                 seed=np.random.SeedSequence([seed, 1, i]))
+                                 seed=noise_seed(seed, i))
                for i, name in enumerate(order)}
     top_party = TopParty(y, top, lr, task, order, own=parties.get(label_holder))
     feature_holders = [p for p in order if p != label_holder]

@@ -1,0 +1,386 @@
+"""An institution's side of a deployed vertical run (run.mode = "vertical" over `fedsilo
+server` / `fedsilo client`): the stages of `fedsilo.vertical.stages`, one task each.
+
+Its table never leaves: what leaves is its signed channel key, its PSI messages, and the
+protocol's messages (CKKS ciphertexts and masked values for Hetero-LR; activations and their
+gradients for split learning), every party-to-party message sealed to its receiver
+(`vertical_channel.Channel`). Only the arbiter's masked gradients (Hetero-LR) and the label
+holder's test metrics reach the server in a form it can read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fedsilo.aggregation.secure.identity import Credentials
+from fedsilo.client.policy import SitePolicy
+from fedsilo.client.vertical_channel import Channel
+from fedsilo.core.messages import Reply, Task
+from fedsilo.data.preprocessing import binarize_target
+from fedsilo.data.schema import Schema
+from fedsilo.errors import ConfigError, DataError, ProtocolError
+from fedsilo.evaluation.metrics import compute
+from fedsilo.vertical import stages as st
+from fedsilo.vertical.batches import batch_order
+from fedsilo.vertical.local import common_order, held_out_rows, standardised
+from fedsilo.vertical.protocols import Recipe, fit_predict
+from fedsilo.vertical.psi import PsiParty, PsiResponse, new_salt, pack, unpack
+
+Blobs = Mapping[str, np.ndarray]
+
+
+def blob(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype=np.uint8)
+
+
+def raw(arrays: Blobs, name: str) -> bytes:
+    """The bytes of array `name` of a task (uint8, one dimension)."""
+    a = arrays.get(name)
+    if a is None or a.dtype != np.uint8 or a.ndim != 1:
+        raise ProtocolError(f"vertical run: the task lacks '{name}' (or it is not bytes)")
+    return a.tobytes()
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What the server's open task says about the run (all of it from the run config)."""
+
+    parties: tuple[str, ...]  # the top's input order: the label holder first
+    label_holder: str
+    id: str
+    target: str
+    positive_above: float | None
+    exclude: tuple[str, ...]
+    test_fraction: float
+    seed: int
+    recipe: Recipe
+
+    @classmethod
+    def from_dict(cls, raw_spec: Mapping[str, Any]) -> Spec:
+        try:
+            spec = cls(tuple(str(p) for p in raw_spec["parties"]), str(raw_spec["label_holder"]),
+                       str(raw_spec["id"]), str(raw_spec["target"]),
+                       None if raw_spec.get("positive_above") is None
+                       else float(raw_spec["positive_above"]),
+                       tuple(str(c) for c in raw_spec.get("exclude") or ()),
+                       float(raw_spec["test_fraction"]), int(raw_spec["seed"]),
+                       Recipe.from_dict(raw_spec["recipe"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"vertical run: the open task is malformed: {e!r}") from None
+        if spec.parties[:1] != (spec.label_holder,):
+            raise ConfigError("vertical run: the label holder must come first")
+        return spec
+
+
+class VerticalParty:
+    """One institution's state across the stages of one vertical run."""
+
+    def __init__(self, name: str, run_id: str, spec: Spec, table: pd.DataFrame,
+                 credentials: Credentials | None, policy: SitePolicy | None) -> None:
+        if spec.recipe.protocol == "trees":
+            raise ConfigError("vertical XGBoost runs in simulation only in this release")
+        if name not in spec.parties:
+            raise ConfigError(f"vertical run: '{name}' is not one of its parties")
+        if policy is not None:
+            policy.check_vertical(spec.recipe.protocol, spec.recipe.kind, spec.recipe.epochs)
+        if spec.id not in table.columns:
+            raise DataError(f"party '{name}' has no ID column '{spec.id}' (data.id)")
+        self.name, self.spec, self.policy = name, spec, policy
+        self.holder = name == spec.label_holder
+        if self.holder:
+            if spec.target not in table.columns:
+                raise DataError(f"label holder '{name}' has no target column '{spec.target}'")
+            table = table[table[spec.target].notna()]  # it aligns only its labelled rows
+        self.table = table.reset_index(drop=True)
+        self.ids = self.table[spec.id].astype(str).tolist()
+        self.channel = Channel(run_id, name, credentials)
+        self.others = [p for p in spec.parties if p != spec.label_holder]
+        self._psi: PsiParty | None = None
+        self._context = b""
+        self._model: Any = None  # the protocol's role object
+        self._batches: list[np.ndarray] = []
+        self._handlers: dict[str, Callable[[Task], Reply]] = {
+            st.PEERS: self._peers, st.RESPOND: self._respond, st.ALIGN: self._align,
+            st.ROWS: self._rows, st.HLR_FORWARD: self._hlr_forward,
+            st.HLR_RESIDUAL: self._hlr_residual, st.HLR_GRADIENT: self._hlr_gradient,
+            st.HLR_FINISH: self._hlr_finish, st.SPLIT_FORWARD: self._split_forward,
+            st.SPLIT_STEP: self._split_step, st.SPLIT_FINISH: self._split_finish,
+            st.PREDICT: self._predict, st.EVALUATE: self._evaluate}
+
+    def opened(self, task: Task) -> Reply:
+        self._context = task.params["context"].tobytes() if "context" in task.params else b""
+        return self._reply(task, payload={"key": self.channel.advertisement()})
+
+    def handle(self, task: Task) -> Reply:
+        assert task.body is not None
+        handler = self._handlers.get(task.stage.stage)
+        if handler is None:
+            raise ProtocolError(f"vertical run: unknown stage '{task.stage.stage}'")
+        return handler(task)
+
+    # --- private set intersection -------------------------------------------------------
+
+    def _peers(self, task: Task) -> Reply:
+        keys = task.stage.payload.get("keys")
+        if not isinstance(keys, Mapping) or set(keys) != set(self.spec.parties):
+            raise ProtocolError("vertical run: the peers task must carry every party's key")
+        self.channel.accept(keys)
+        if not self.holder:
+            return self._reply(task)
+        salt = new_salt()
+        self._psi = PsiParty(self.ids, salt, name=self.name)
+        request = pack(self._psi.blinded_ids())
+        update = {}
+        for peer in self.others:
+            update[f"salt.{peer}"] = blob(self.channel.seal(peer, "psi.salt", 0, salt))
+            update[f"request.{peer}"] = blob(self.channel.seal(peer, "psi.request", 0, request))
+        return self._reply(task, update)
+
+    def _respond(self, task: Task) -> Reply:
+        hub = self.spec.label_holder
+        salt = self.channel.open(hub, "psi.salt", 0, raw(task.params, "salt"))
+        request = unpack(self.channel.open(hub, "psi.request", 0, raw(task.params, "request")))
+        self._psi = PsiParty(self.ids, salt, name=self.name)
+        response = self._psi.respond(request)
+        return self._reply(task, {
+            "double": blob(self.channel.seal(hub, "psi.double", 0, pack(response.double))),
+            "own": blob(self.channel.seal(hub, "psi.own", 0, pack(response.own)))})
+
+    def _align(self, task: Task) -> Reply:
+        if self._psi is None:
+            raise ProtocolError("vertical run: align before the PSI request")
+        matches, sizes = {}, {}
+        for peer in self.others:
+            double = unpack(self.channel.open(peer, "psi.double", 0,
+                                              raw(task.params, f"double.{peer}")))
+            own = unpack(self.channel.open(peer, "psi.own", 0, raw(task.params, f"own.{peer}")))
+            matches[peer] = self._psi.match(PsiResponse(double, own))
+            sizes[peer] = len(own)
+        alignment = self._psi.align(matches, sizes)
+        update = {f"positions.{peer}": blob(self.channel.seal(
+            peer, "psi.positions", 0, np.asarray(pos, np.int64).tobytes()))
+            for peer, pos in alignment.positions.items()}
+        return self._reply(task, update, self._ready(alignment.rows))
+
+    def _rows(self, task: Task) -> Reply:
+        if self._psi is None:
+            raise ProtocolError("vertical run: rows before the PSI response")
+        data = self.channel.open(self.spec.label_holder, "psi.positions", 0,
+                                 raw(task.params, "positions"))
+        if len(data) % 8:
+            raise ProtocolError("vertical run: malformed PSI positions")
+        positions = np.frombuffer(data, np.int64).tolist()
+        return self._reply(task, payload=self._ready(self._psi.rows_for(positions)))
+
+    def _ready(self, rows: list[int]) -> dict[str, Any]:
+        """The shared rows in the common order, split and standardised here."""
+        s = self.spec
+        order = common_order([self.ids[r] for r in rows], s.seed)
+        frame = self.table.iloc[[rows[k] for k in order]].reset_index(drop=True)
+        n = len(frame)
+        self.test = held_out_rows(n, s.test_fraction, s.seed)
+        columns = [c for c in frame.columns if c not in (s.id, s.target, *s.exclude)]
+        x = standardised(frame[columns], self.test, self.name)
+        self.x_train, self.x_test = x[~self.test], x[self.test]
+        if self.holder:
+            schema = Schema(s.target, s.recipe.task, ("_",), positive_above=s.positive_above)
+            y = binarize_target(frame[s.target], schema).to_numpy(dtype=np.float64)
+            self.y_test = y[self.test]
+            y = y[~self.test]
+            self.mean, self.std = 0.0, 1.0
+            if s.recipe.task == "regression":
+                self.mean, self.std = float(y.mean()), float(y.std() or 1.0)
+            self.y_train = (y - self.mean) / self.std
+        r = s.recipe
+        self._batches = list(batch_order(len(self.x_train), r.batch_size, r.epochs, r.seed))
+        return {"rows": n, "columns": len(columns)}
+
+    # --- Hetero-LR ----------------------------------------------------------------------
+
+    def _hetero(self) -> Any:
+        from fedsilo.vertical.hetero_lr import FeatureHolder, LabelHolder
+
+        if self._model is None:
+            if not self._context:
+                raise ProtocolError("vertical run: Hetero-LR without the arbiter's public key")
+            self._model = (LabelHolder(self.name, self.x_train, self.y_train,
+                                       self.spec.recipe.task, self._context)
+                           if self.holder else
+                           FeatureHolder(self.name, self.x_train, self._context))
+        return self._model
+
+    def _apply_sums(self, task: Task) -> None:
+        sums = sorted((k for k in task.params if k.startswith("sums.")),
+                      key=lambda k: int(k.split(".")[1]))
+        if sums:
+            replies = [np.asarray(task.params[k], np.float64) for k in sums]
+            self._hetero().apply_gradient(replies, self.spec.recipe.lr)
+
+    def _step(self, task: Task) -> tuple[int, np.ndarray]:
+        step = int(task.stage.payload.get("step", -1))
+        if not 0 <= step < len(self._batches):
+            raise ProtocolError(f"vertical run: step {step} out of range")
+        return step, self._batches[step]
+
+    def _hlr_forward(self, task: Task) -> Reply:
+        self._apply_sums(task)
+        step, batch = self._step(task)
+        m = self._hetero().forward(batch, self.spec.label_holder)
+        return self._reply(task, {"forward": blob(self.channel.seal(
+            self.spec.label_holder, "enc_forward", step, m.payload))})
+
+    def _hlr_residual(self, task: Task) -> Reply:
+        self._apply_sums(task)
+        step, batch = self._step(task)
+        lh = self._hetero()
+        forwards = {fh: self.channel.open(fh, "enc_forward", step, raw(task.params,
+                                                                     f"forward.{fh}"))
+                    for fh in self.others}
+        update = {f"residual.{m.receiver}": blob(self.channel.seal(
+            m.receiver, "enc_residual", step, m.payload))
+            for m in lh.residual(batch, forwards, self.others)}
+        return self._masked(task, lh.masked_gradient_requests(batch, lh.own_residual()), update)
+
+    def _hlr_gradient(self, task: Task) -> Reply:
+        step, batch = self._step(task)
+        d = self.channel.open(self.spec.label_holder, "enc_residual", step,
+                              raw(task.params, "residual"))
+        return self._masked(task, self._hetero().masked_gradient_requests(batch, d), {})
+
+    def _masked(self, task: Task, requests: list[Any], update: dict[str, np.ndarray]) -> Reply:
+        """The masked gradient requests, for the arbiter (the server) to decrypt."""
+        for i, m in enumerate(requests):
+            update[f"masked.{i}"] = blob(m.payload)
+        layout = [[int(m.meta["block"]), int(m.meta["blocks"])] for m in requests]
+        return self._reply(task, update, {"layout": layout})
+
+    def _hlr_finish(self, task: Task) -> Reply:
+        self._apply_sums(task)
+        return self._reply(task)
+
+    # --- split learning -----------------------------------------------------------------
+
+    def _split(self) -> Any:
+        from fedsilo.vertical.splitnn import BottomParty, TopParty, new_bottom, new_top, noise_seed
+
+        if self._model is None:
+            r, order = self.spec.recipe, self.spec.parties
+            index = order.index(self.name)
+            bottom = BottomParty(self.name, self.x_train,
+                                 new_bottom(self.x_train.shape[1], r.hidden, r.seed, self.name),
+                                 r.lr, noise_std=0.0 if self.holder else r.noise,
+                                 seed=noise_seed(r.seed, index))
+            if self.holder:
+                outputs = 1 if r.task != "multiclass" else int(self.y_train.max()) + 1
+                top = new_top(r.hidden * len(order), outputs, r.seed)
+                self._model = TopParty(self.y_train, top, r.lr, r.task, order, own=bottom)
+            else:
+                self._model = bottom
+        return self._model
+
+    def _backward(self, task: Task, step: int) -> None:
+        if "gradient" in task.params:
+            g = self.channel.open(self.spec.label_holder, "gradients", step,
+                                  raw(task.params, "gradient"))
+            width = self.spec.recipe.hidden
+            self._split().backward(np.frombuffer(g, np.float32).reshape(-1, width).copy())
+
+    def _split_forward(self, task: Task) -> Reply:
+        step, batch = self._step(task)
+        self._backward(task, step - 1)
+        a = self._split().forward(batch)
+        return self._reply(task, {"activations": blob(self.channel.seal(
+            self.spec.label_holder, "activations", step, a.tobytes()))})
+
+    def _split_step(self, task: Task) -> Reply:
+        step, batch = self._step(task)
+        acts = {fh: self._floats(fh, "activations", step, raw(task.params, f"activations.{fh}"),
+                                 len(batch)) for fh in self.others}
+        grads = self._split().step(acts, batch)
+        return self._reply(task, {f"gradient.{fh}": blob(self.channel.seal(
+            fh, "gradients", step, np.ascontiguousarray(grads[fh], np.float32).tobytes()))
+            for fh in self.others})
+
+    def _split_finish(self, task: Task) -> Reply:
+        self._backward(task, len(self._batches) - 1)
+        return self._reply(task)
+
+    def _floats(self, sender: str, kind: str, step: int, sealed: bytes, rows: int) -> np.ndarray:
+        data = self.channel.open(sender, kind, step, sealed)
+        width = self.spec.recipe.hidden
+        if len(data) != rows * width * 4:
+            raise ProtocolError(f"vertical run: {kind} from '{sender}' have the wrong size")
+        return np.frombuffer(data, np.float32).reshape(rows, width)
+
+    # --- evaluation ---------------------------------------------------------------------
+
+    def _predict(self, task: Task) -> Reply:
+        if self.spec.recipe.protocol == "hetero_lr":
+            part = (self.x_test.astype(np.float64) @ self._hetero().w).astype(np.float64)
+        else:
+            part = self._bottom_out(self._split())
+        return self._reply(task, {"scores": blob(self.channel.seal(
+            self.spec.label_holder, "scores", 0, np.ascontiguousarray(part).tobytes()))})
+
+    def _evaluate(self, task: Task) -> Reply:
+        if not self.holder:
+            raise ProtocolError("vertical run: only the label holder evaluates")
+        r, rows = self.spec.recipe, len(self.x_test)
+        if r.protocol == "hetero_lr":
+            w = self._hetero().w
+            u = self.x_test.astype(np.float64) @ w[:-1] + w[-1]
+            for fh in self.others:
+                data = self.channel.open(fh, "scores", 0, raw(task.params, f"scores.{fh}"))
+                if len(data) != rows * 8:
+                    raise ProtocolError(f"vertical run: scores from '{fh}' have the wrong size")
+                u = u + np.frombuffer(data, np.float64)
+            pred = 1.0 / (1.0 + np.exp(-u)) if r.task == "binary" else u
+        else:
+            pred = self._top_predict(task, rows)
+        alone = fit_predict(r, {self.name: self.x_train}, {self.name: self.x_test},
+                            self.y_train, self.name)
+        metrics = {label: self._metrics(p) for label, p in (("vertical", pred),
+                                                             ("label holder alone", alone))}
+        return self._reply(task, payload={"metrics": metrics}, examples=rows)
+
+    def _bottom_out(self, party: Any) -> np.ndarray:
+        import torch
+
+        bottom = party.own.bottom if self.holder else party.bottom
+        bottom.eval()
+        with torch.no_grad():
+            h = bottom(torch.as_tensor(self.x_test, dtype=torch.float32))
+        return np.asarray(h.numpy(), np.float32)
+
+    def _top_predict(self, task: Task, rows: int) -> np.ndarray:
+        import torch
+
+        top = self._split()
+        hs = [torch.from_numpy(self._bottom_out(top).copy()) if p == self.name else
+              torch.from_numpy(self._floats(p, "scores", 0, raw(task.params, f"scores.{p}"),
+                                            rows).copy())
+              for p in self.spec.parties]
+        top.top.eval()
+        with torch.no_grad():
+            out = top.top(torch.cat(hs, dim=1))
+        if self.spec.recipe.task == "binary":
+            return torch.sigmoid(out.reshape(-1)).numpy().astype(np.float64)
+        if self.spec.recipe.task == "multiclass":
+            return torch.softmax(out, dim=1).numpy().astype(np.float64)
+        return out.reshape(-1).numpy().astype(np.float64)
+
+    def _metrics(self, pred: np.ndarray) -> dict[str, float]:
+        if self.spec.recipe.task == "regression":
+            pred = pred * self.std + self.mean
+        m = compute(self.spec.recipe.task, self.y_test, pred)
+        return self.policy.allowed_metrics(m) if self.policy is not None else m
+
+    def _reply(self, task: Task, update: dict[str, np.ndarray] | None = None,
+               payload: dict[str, Any] | None = None, examples: int = 0) -> Reply:
+        return Reply(task.task_id, self.name, task.round, task.model_version, examples,
+                     update=update or None, payload=payload or {})
