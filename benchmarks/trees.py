@@ -6,9 +6,9 @@ institutions, the same train/test rows -- fedsilo's per-institution split from t
 `seed` and `test_fraction` --, the same preprocessing, and is scored on every institution's
 held-out rows, the metric weighted by test rows; RMSE is recombined from the weighted MSE):
 
-Table A (the README table). Each example config run unchanged through `run_simulation`
-(federated run, then each institution alone, then all training rows pooled; the same recipe
-and rounds for the three):
+Table A (the table in docs/benchmarks.md). Each example config run unchanged through
+`run_simulation` (federated run, then each institution alone, then all training rows pooled;
+the same recipe and rounds for the three):
   - heart disease (4 hospitals, accuracy): heart_disease.toml (logistic regression, FedAvg,
     15 rounds), heart_disease_mlp.toml (MLP 16 hidden, FedAvg, 15 rounds),
     heart_disease_xgboost.toml (XGBoost federated, 20 boosting rounds, max_depth 3, eta 0.2);
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     out: dict[str, Any] = {}
     if not args.skip_a:
-        print("Table A (README): each config through run_simulation", flush=True)
+        print("Table A (docs/benchmarks.md): each config through run_simulation", flush=True)
         out["table_a"] = table_a()
     print(f"Table B: fedsilo federated trees vs Flower's bagging, R = {args.rounds}",
           flush=True)

@@ -1,4 +1,4 @@
-"""The sizes fedsilo accepts, checked before any work starts (stated in README)."""
+"""The sizes fedsilo accepts, checked before any work starts (stated in docs/)."""
 
 MAX_INSTITUTIONS = 1_000      # in one run (simulated in one process, or deployed)
 MAX_COLUMNS = 10_000          # columns of one institution's table

@@ -48,7 +48,7 @@ class PolicyRefused(FedsiloError):
 
 
 class SitePolicy(BaseModel):
-    """An institution's rules for every task (see README, "Site policy")."""
+    """An institution's rules for every task (docs/how-to/deploy.md, "Site policy")."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -25,7 +25,8 @@ other. Every message is checked where it arrives (payloads.py): a malformed repl
 sender a dropout, with the reason recorded; a malformed or unsafe request is refused.
 Tolerates up to k − t dropouts per neighbourhood at any step; fewer than t surviving
 neighbours for anyone aborts the round (nothing is applied). What this does not cover (t
-neighbours colluding with the server, a server that drops honest institutions): README.
+neighbours colluding with the server, a server that drops honest institutions):
+docs/explanation/secure-aggregation.md.
 """
 
 from __future__ import annotations

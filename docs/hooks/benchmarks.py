@@ -1,0 +1,79 @@
+"""MkDocs hook: the benchmark page's measured tables, from `benchmarks/results/*.json`.
+
+When the benchmark runner has written results (`benchmarks/results/<date>.json`), the newest
+file replaces the `<!-- benchmark-results -->` marker of docs/benchmarks.md with its tables:
+every list of flat records becomes a table (one column per key), every other value a row of
+a summary table. Without results the marker gives way to a sentence saying so, and the page's
+hand-copied tables (measured by the scripts they name) are what it shows.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+MARKER = "<!-- benchmark-results -->"
+PAGE = "benchmarks.md"
+
+
+def newest(folder: Path) -> Path | None:
+    """The newest results file (names sort by date), or None."""
+    found = sorted(folder.glob("*.json"))
+    return found[-1] if found else None
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict | list):
+        value = json.dumps(value, ensure_ascii=False)
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def table(records: list[dict[str, Any]]) -> list[str]:
+    """Markdown rows for records, columns in order of first appearance."""
+    columns: list[str] = []
+    for record in records:
+        columns += [k for k in record if k not in columns]
+    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    out += ["| " + " | ".join(_cell(r.get(c, "")) for c in columns) + " |" for r in records]
+    return out
+
+
+def render(results: dict[str, Any], name: str) -> str:
+    """The tables of one results file."""
+    out = ["## Latest results", "",
+           f"Measured results from `benchmarks/results/{name}` (the newest results file):", ""]
+    scalars = {k: v for k, v in results.items()
+               if not (isinstance(v, list) and v and all(isinstance(r, dict) for r in v))
+               and not isinstance(v, dict)}
+    if scalars:
+        out += table([{"key": k, "value": v} for k, v in scalars.items()]) + [""]
+    for key, value in results.items():
+        if isinstance(value, dict):
+            value = [value] if not all(isinstance(v, dict) for v in value.values()) else \
+                [{"name": k, **v} for k, v in value.items()]
+        if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
+            out += [f"### {key}", ""] + table(value) + [""]
+    out += ["The sections below keep the figures measured earlier by hand, with the scripts "
+            "they name.", ""]
+    return "\n".join(out)
+
+
+def results_section(root: Path) -> str:
+    """What replaces the marker: the newest results' tables, or a note that there are none."""
+    found = newest(root / "benchmarks" / "results")
+    if found is None:
+        return ("No machine-readable results are checked in yet (`benchmarks/results/` is "
+                "empty), so this page shows the tables measured by hand with the scripts "
+                "each one names.")
+    return render(json.loads(found.read_text()), found.name)
+
+
+def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
+    """Fill the benchmark page's marker."""
+    if page.file.src_uri != PAGE or MARKER not in markdown:
+        return markdown
+    root = Path(config.config_file_path).parent
+    return markdown.replace(MARKER, results_section(root))
