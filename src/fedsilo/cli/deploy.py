@@ -229,11 +229,10 @@ def _recorder(cfg: Any, schema: Any, resume: bool, console: Console, kit: Path) 
         ConfigError: --resume finds no unfinished run, or its checkpoint is missing or
             damaged (the message names the file and what to do; nothing is deleted).
     """
-    from fedsilo.evaluation.metrics import PRIMARY
     from fedsilo.store.recorder import start_run, unfinished_run
 
     if not resume:
-        return start_run(cfg, PRIMARY[schema.task], kit)
+        return start_run(cfg, cfg.primary_metric(), kit)
     recorder = unfinished_run(cfg, kit)
     console.print(f"resuming run {recorder.run_id} after round {recorder.resume_point().round}")
     return recorder

@@ -97,7 +97,6 @@ DEPLOY = {"provision": provision_cmd, "server": server_cmd, "client": client_cmd
 def _run(path: Path, args: argparse.Namespace, console: Console) -> int:
     from fedsilo.cli.progress import RoundProgress
     from fedsilo.config.schema import load_config
-    from fedsilo.evaluation.metrics import PRIMARY
     from fedsilo.evaluation.report import print_comparison
     from fedsilo.simulation.run import run_simulation
 
@@ -114,7 +113,7 @@ def _run(path: Path, args: argparse.Namespace, console: Console) -> int:
     own_code(cfg.base_dir)
     if cfg.run.mode == "vertical":
         return _run_vertical(cfg, console)
-    metric = PRIMARY[cfg.data.task]
+    metric = cfg.primary_metric()
     console.print(f"[bold]fedsilo[/] {cfg.run.name}: {len(cfg.data.institutions) or 'partitioned'}"
                   f" institutions, {cfg.strategy.name}, {cfg.model.kind or cfg.model.factory}, "
                   f"{cfg.run.rounds} rounds")

@@ -11,7 +11,7 @@ import numpy as np
 from fedsilo.core.params import Params
 from fedsilo.core.trainer import TrainConfig
 from fedsilo.data.local_data import LocalData
-from fedsilo.evaluation.metrics import MetricFn, compute, custom
+from fedsilo.evaluation.metrics import MetricFn, compute, custom, report_extras
 
 
 def batches(n: int, cfg: TrainConfig, rng: np.random.Generator) -> list[np.ndarray]:
@@ -37,13 +37,26 @@ def evaluate_on_test(trainer: Predicts, data: LocalData, params: Params,
     """Metrics of `params` on the institution's held-out split, in the target's original
     units (a standardised regression target is mapped back before scoring): the built-in
     ones, then your own `metrics` (evaluation/metrics.py, `custom`)."""
-    pred = trainer.predict(params, data.x_test)
-    y = data.y_test
-    if data.task == "regression":
-        y = y * data.target_std + data.target_mean
-        pred = pred * data.target_std + data.target_mean
+    y, pred = _scored(trainer, data, params)
     out = compute(data.task, y, pred)
     if metrics:
         labels = y if data.task == "regression" else np.asarray(y).astype(np.int64).reshape(-1)
         out.update(custom(metrics, labels, pred))
     return len(y), out
+
+
+def report_on_test(trainer: Predicts, data: LocalData, params: Params) -> dict[str, float]:
+    """The final report's further metrics (AUC; R² and MAE) of `params` on the held-out
+    split, in the target's original units (evaluation/metrics.py, `report_extras`)."""
+    y, pred = _scored(trainer, data, params)
+    return report_extras(data.task, y, pred)
+
+
+def _scored(trainer: Predicts, data: LocalData, params: Params) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out targets and predictions, a standardised regression target mapped back."""
+    pred = trainer.predict(params, data.x_test)
+    y = data.y_test
+    if data.task == "regression":
+        y = y * data.target_std + data.target_mean
+        pred = pred * data.target_std + data.target_mean
+    return y, pred

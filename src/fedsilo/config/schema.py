@@ -272,9 +272,14 @@ class EvaluationSection(_Section):
     after the colon ("my_package.metrics:balanced_accuracy" -> "balanced_accuracy");
     y_pred is what the trainer predicts: probabilities (classification) or values
     (regression). An institution sends the value only if its site policy's 'metrics' lists
-    that name."""
+    that name. `primary`: the metric the report's table, the progress bar and the plot use,
+    a built-in one the task computes (classification: accuracy, log_loss; regression: rmse,
+    mse, mae, r2) or one of your own by name (e.g. "c_index"); unset: accuracy or rmse.
+    With your own primary metric the report's further metrics are your other ones (the
+    task's AUC, R² and MAE are left out: they may not mean anything for your target)."""
 
     metrics: list[str] = []
+    primary: str | None = None
 
     @field_validator("metrics")
     @classmethod
@@ -594,6 +599,26 @@ class RunConfig(_Section):
             raise ValueError(f"kind 'xgboost' trains through XGBoost's federated engine, whose "
                              f"tracker sums gradient histograms in the clear: {asked} cannot "
                              f"apply to it (docs/trees.md)")
+        return self
+
+    def primary_metric(self) -> str:
+        """The report's metric: [evaluation] primary, else the task's (accuracy, rmse)."""
+        from fedsilo.evaluation.metrics import PRIMARY
+
+        return self.evaluation.primary or PRIMARY[self.data.task]
+
+    @model_validator(mode="after")
+    def _primary_fits(self) -> RunConfig:
+        from fedsilo.evaluation.metrics import PER_ROUND
+
+        primary = self.evaluation.primary
+        if primary is None:
+            return self
+        own = [path.partition(":")[2] for path in self.evaluation.metrics]
+        known = [*PER_ROUND[self.data.task], *own]
+        if primary not in known:
+            raise ValueError(f"evaluation.primary '{primary}' is not a metric of this run "
+                             f"({', '.join(known)})")
         return self
 
     @model_validator(mode="after")

@@ -12,7 +12,12 @@ from fedsilo.errors import ConfigError
 PRIMARY = {"binary": "accuracy", "multiclass": "accuracy", "regression": "rmse"}
 HIGHER_IS_BETTER = {"accuracy": True, "auc": True, "r2": True,
                     "rmse": False, "mae": False, "mse": False, "log_loss": False}
-BUILT_IN = ("accuracy", "log_loss", "mse", "rmse", "mae", "r2")  # what `compute` reports
+BUILT_IN = ("accuracy", "log_loss", "mse", "rmse", "mae", "r2", "auc")  # built-in names
+# what `compute` reports every round, per task
+PER_ROUND = {"binary": ("accuracy", "log_loss"), "multiclass": ("accuracy", "log_loss"),
+             "regression": ("mse", "rmse", "mae", "r2")}
+# the final report's further metrics, beside PRIMARY (scored by `report_extras`)
+REPORTED = {"binary": ("auc",), "multiclass": (), "regression": ("r2", "mae")}
 MetricFn = Callable[[np.ndarray, np.ndarray], object]  # (y_true, y_pred) -> a number
 
 
@@ -34,6 +39,26 @@ def compute(task: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
     probs = np.clip(y_pred.astype(np.float64), eps, 1.0)
     return {"accuracy": float(np.mean(np.argmax(y_pred, axis=1) == y)),
             "log_loss": float(-np.mean(np.log(probs[np.arange(len(y)), y])))}
+
+
+def report_extras(task: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """The final report's further metrics (REPORTED), by scikit-learn: ROC AUC of binary
+    probabilities (left out when the test rows hold one class only: AUC is undefined), R² and
+    MAE of regression values. Not part of the per-round history."""
+    from sklearn.metrics import mean_absolute_error, r2_score, roc_auc_score
+
+    if task == "binary":
+        y = y_true.astype(np.int64).reshape(-1)
+        if len(np.unique(y)) < 2:
+            return {}
+        return {"auc": float(roc_auc_score(y, y_pred.reshape(-1).astype(np.float64)))}
+    if task == "regression":
+        t, p = y_true.reshape(-1), y_pred.reshape(-1)
+        out = {"mae": float(mean_absolute_error(t, p))}
+        if len(t) > 1 and float(np.var(t)) > 0:
+            out["r2"] = float(r2_score(t, p))
+        return out
+    return {}
 
 
 def custom(metrics: Mapping[str, MetricFn], y_true: np.ndarray,

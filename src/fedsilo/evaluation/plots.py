@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from fedsilo.evaluation.report import Comparison  # noqa: E402
 
@@ -33,6 +34,7 @@ def plot_rounds(rounds: Sequence[Mapping], metric: str, path: Path,
         ax.axhline(comparison.mean_local_only_everywhere, ls="-.", color="tab:purple",
                    label="local-only models on all test rows (mean)")
     ax.set_xlabel("round")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
     ax.set_ylabel(metric)
     ax.set_title(title or f"{metric} per round")
     ax.grid(alpha=0.3)

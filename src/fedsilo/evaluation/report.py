@@ -7,7 +7,7 @@ import csv
 import io
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from rich import box
@@ -52,11 +52,13 @@ HEADERS = {
 
 @dataclass(frozen=True)
 class Comparison:
-    """Per-institution rows and the example-weighted row ("all"), for one metric."""
+    """Per-institution rows and the example-weighted row ("all"), for one metric; `others`:
+    the same comparison for the report's further metrics (AUC; R² and MAE; your own)."""
 
     metric: str
     rows: tuple[ComparisonRow, ...]
     overall: ComparisonRow
+    others: tuple[Comparison, ...] = ()
 
     @property
     def higher_is_better(self) -> bool:
@@ -94,11 +96,18 @@ class Comparison:
         return [r.institution for r in self.rows if self.at_least(r.federated, r.local_only)]
 
     def to_dict(self) -> dict:
-        return {"metric": self.metric, "higher_is_better": self.higher_is_better,
-                "institutions": [asdict(r) for r in self.rows], "overall": asdict(self.overall),
-                "mean_local_only": self.mean_local_only,
-                "mean_local_only_everywhere": self.mean_local_only_everywhere,
-                "federated_wins": self.federated_wins}
+        out = {"metric": self.metric, "higher_is_better": self.higher_is_better,
+               "institutions": [asdict(r) for r in self.rows], "overall": asdict(self.overall),
+               "mean_local_only": self.mean_local_only,
+               "mean_local_only_everywhere": self.mean_local_only_everywhere,
+               "federated_wins": self.federated_wins}
+        if self.others:
+            out["other_metrics"] = {c.metric: c.to_dict() for c in self.others}
+        return out
+
+    def with_others(self, others: Sequence[Comparison]) -> Comparison:
+        """This comparison with the further metrics' comparisons attached."""
+        return replace(self, others=tuple(others))
 
 
 def build_comparison(metric: str, sizes: Mapping[str, int],
@@ -136,6 +145,24 @@ def build_comparison(metric: str, sizes: Mapping[str, int],
     return Comparison(metric, rows, ComparisonRow(
         "all (weighted)", total, overall(local), overall(local_everywhere), overall(federated),
         overall(pooled), **personal(None)))
+
+
+def others_table(cmp: Comparison) -> Table | None:
+    """The further metrics' weighted rows (one line per metric), or None when there are
+    none; compact headers, so it fits an 80-column terminal."""
+    if not cmp.others:
+        return None
+    table = Table(title="Other metrics (weighted by test rows)", box=box.SIMPLE_HEAD,
+                  padding=(0, 1))
+    table.add_column("metric", no_wrap=True)
+    keys = ("local_only", "local_only_everywhere", "federated", "pooled")
+    for key in keys:
+        table.add_column(HEADERS[key][1], justify="right", no_wrap=True)
+    table.add_column("better", no_wrap=True)
+    for other in cmp.others:
+        table.add_row(other.metric, *[_fmt(getattr(other.overall, k)) for k in keys],
+                      "higher" if other.higher_is_better else "lower")
+    return table
 
 
 def _fmt(value: float) -> str:
@@ -185,6 +212,9 @@ def print_comparison(cmp: Comparison, console: Console | None = None) -> None:
                   f"row): an institution's own model scores {_fmt(o.local_only_everywhere)}, "
                   f"the federated model {_fmt(o.federated)}; pooling all raw data (possible "
                   f"only in simulation) gives {_fmt(o.pooled)}.", highlight=False)
+    more = others_table(cmp)
+    if more is not None:
+        console.print(more)
     if o.federated_no_dp is not None:
         console.print(f"Cost of differential privacy: the same federation without DP scores "
                       f"{_fmt(o.federated_no_dp)} (local-only and pooled are trained without "
@@ -193,8 +223,16 @@ def print_comparison(cmp: Comparison, console: Console | None = None) -> None:
 
 
 def write_comparison(cmp: Comparison, folder: Path) -> None:
+    """comparison.json (further metrics under "other_metrics"), comparison.csv (the primary
+    metric) and comparison_<metric>.csv for each further metric."""
     (folder / "comparison.json").write_text(json.dumps(cmp.to_dict(), indent=2))
-    with open(folder / "comparison.csv", "w", newline="") as f:
+    _write_csv(cmp, folder / "comparison.csv")
+    for other in cmp.others:
+        _write_csv(other, folder / f"comparison_{other.metric}.csv")
+
+
+def _write_csv(cmp: Comparison, path: Path) -> None:
+    with open(path, "w", newline="") as f:
         w = csv.writer(f)
         names = {"local_only_everywhere": "local_only_all_tests"}
         w.writerow(["institution", "n_test",

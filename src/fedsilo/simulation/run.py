@@ -14,6 +14,8 @@ import torch
 
 from fedsilo.client.factory import ModelCache, make_trainer
 from fedsilo.client.institution import Institution
+from fedsilo.client.training import report_on_test
+from fedsilo.client.user_functions import metric_name
 from fedsilo.config.build import build_clock, build_schema
 from fedsilo.config.schema import PrivacySection, RunConfig
 from fedsilo.data.checks import check_table
@@ -21,7 +23,7 @@ from fedsilo.data.prepare import InstitutionSplit, Table, local_data, pooled
 from fedsilo.engine.events import Listener
 from fedsilo.engine.flow import RunHistory
 from fedsilo.errors import DataError
-from fedsilo.evaluation.metrics import PRIMARY, weighted_mean
+from fedsilo.evaluation.metrics import REPORTED, weighted_mean
 from fedsilo.evaluation.plots import plot_rounds
 from fedsilo.evaluation.report import Comparison, build_comparison, write_comparison, write_history
 from fedsilo.session import SessionResult, run_session
@@ -81,7 +83,7 @@ def run_simulation(cfg: RunConfig, phase: PhaseListener | None = None, write: bo
     if write:  # the store (SQLAlchemy) is imported only for a run that is recorded
         from fedsilo.store.recorder import start_run
 
-        recorder = start_run(cfg, PRIMARY[schema.task])
+        recorder = start_run(cfg, cfg.primary_metric())
     try:
         run_id = recorder.run_id if recorder is not None else cfg.run.name
         session = run_session(cfg, InProcessTransport(handlers), schema, run_id,
@@ -164,9 +166,27 @@ def _compare(cfg: RunConfig, institutions: Mapping[str, Institution], fed: Sessi
                               clock=build_clock(cfg, "virtual"))
         without_dp = session.history.events[-1].evaluation
     sizes = {s.name: len(s.test) for s in splits}
-    return build_comparison(PRIMARY[schema.task], sizes, local, local_everywhere,
-                            fed.history.events[-1].evaluation,
-                            _score_everywhere(cfg, pool, splits), without_dp)
+    federated = fed.history.events[-1].evaluation
+    pooled_scores = _score_everywhere(cfg, pool, splits)
+    main = build_comparison(cfg.primary_metric(), sizes, local, local_everywhere, federated,
+                            pooled_scores, without_dp)
+    if cfg.model.batchnorm != "local":  # FedBN's model differs per institution: not rescored
+        rescored = _score_everywhere(cfg, fed, splits)
+        federated = {n: {**rescored[n], **federated.get(n, {})} for n in rescored}
+    tables = (local, local_everywhere, federated, pooled_scores)
+    others = [build_comparison(m, sizes, local, local_everywhere, federated, pooled_scores)
+              for m in _further_metrics(cfg, schema.task)
+              if all(m in t.get(n, {}) for t in tables for n in sizes)]
+    return main.with_others(others)
+
+
+def _further_metrics(cfg: RunConfig, task: str) -> list[str]:
+    """The report's metrics beside the primary one: the task's (AUC; R² and MAE) unless the
+    primary metric is the run's own, then the run's own ([evaluation] metrics, by name)."""
+    own = [metric_name(path) for path in cfg.evaluation.metrics]
+    primary = cfg.primary_metric()
+    task_metrics = [] if primary in own else list(REPORTED[task])
+    return [m for m in (*task_metrics, *own) if m != primary]
 
 
 def _reference_strategy(cfg: RunConfig) -> dict:
@@ -181,11 +201,13 @@ def _reference_strategy(cfg: RunConfig) -> dict:
 def _score_everywhere(cfg: RunConfig, session: SessionResult,
                       splits: list[InstitutionSplit]) -> dict[str, dict[str, float]]:
     """Metrics of a session's final model on every institution's test rows, preprocessed
-    the way that session preprocessed its own data."""
+    the way that session preprocessed its own data, the report's further metrics included."""
     out = {}
     for s in splits:
-        trainer = make_trainer(session.setup["model"], local_data(s, session.preprocessor))
-        out[s.name] = trainer.evaluate(session.history.params)[1]
+        data = local_data(s, session.preprocessor)
+        trainer = make_trainer(session.setup["model"], data)
+        params = session.history.params
+        out[s.name] = {**trainer.evaluate(params)[1], **report_on_test(trainer, data, params)}
     return out
 
 
@@ -206,7 +228,7 @@ def write_results(result: SimulationResult, folder: Path | None = None) -> Path:
         (folder / "config.json").write_text(
             json.dumps(redact_config(cfg.model_dump(mode="json")), indent=2))
         write_history(result.rounds, folder)
-        metric = PRIMARY[cfg.data.task]
+        metric = cfg.primary_metric()
         if result.comparison is not None:
             write_comparison(result.comparison, folder)
         plot_rounds(result.rounds, metric, folder / "metrics.png", result.comparison,
