@@ -279,7 +279,7 @@ class EvaluationSection(_Section):
     task's AUC, R² and MAE are left out: they may not mean anything for your target)."""
 
     metrics: list[str] = []
-    primary: str | None = None
+    primary: str | None = None  # the report's metric (default the task's: accuracy, rmse)
 
     @field_validator("metrics")
     @classmethod
