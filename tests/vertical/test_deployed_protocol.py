@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ from fedsilo.client.institution import Institution
 from fedsilo.config.vertical import open_spec
 from fedsilo.core.messages import Rejection, Reply, Task
 from fedsilo.engine.vertical import run_vertical_session
-from fedsilo.errors import AggregationError, MalformedUpdate
+from fedsilo.errors import AggregationError, MalformedUpdate, ProtocolError
 from fedsilo.simulation.institutions import load_tables
 from fedsilo.transport.inprocess import InProcessTransport
 from fedsilo.vertical import hetero_lr
@@ -90,7 +91,8 @@ def observed() -> tuple[CuriousServer, dict[str, Any], list[Any], Any]:
         outcome = run_vertical_session(open_spec(cfg), server, "run-curious")
     finally:
         hetero_lr.Arbiter.__init__ = init  # type: ignore[method-assign]
-    return server, tables, arbiters, outcome
+    parties = {n: i._vertical_runs["run-curious"] for n, i in institutions.items()}
+    return server, parties, arbiters, outcome
 
 
 def test_the_run_trains(observed) -> None:
@@ -100,36 +102,45 @@ def test_the_run_trains(observed) -> None:
 
 
 def test_the_server_sees_no_id_feature_or_label(observed) -> None:
-    server, tables, *_ = observed
+    """Every byte the server saw, searched for what the parties hold as the protocol uses it:
+    IDs, standardised columns (rows of float32 and float64 values) and labels in the common
+    order (0/1, ±1, float32 and float64)."""
+    server, parties, *_ = observed
     blob = server.seen()
-    needles = [x.encode() for x in tables["hospital"]["patient_id"].astype(str)[:50]]
+    needles = [x.encode() for x in parties["hospital"].ids[:50]]
     rng = np.random.default_rng(0)
-    for table in tables.values():
-        values = table.drop(columns=["patient_id"]).to_numpy(np.float64)
-        for i, j in zip(rng.integers(0, len(values), 20), rng.integers(0, values.shape[1], 20)):
-            if np.isfinite(values[i, j]) and values[i, j] not in (0.0, 1.0):
-                needles.append(np.float64(values[i, j]).tobytes())  # 4-byte needles would
-            needles.append(values[i].astype(np.float32).tobytes()[:12])  # match by chance
-    labels = tables["hospital"]["num"].to_numpy()
-    needles += [labels[:8].astype(t).tobytes() for t in (np.float64, np.float32, np.int64)]
-    needles += [(labels[:8] > 0).astype(t).tobytes() for t in (np.float64, np.float32)]
+    for party in parties.values():
+        x = np.vstack([party.x_train, party.x_test])
+        for i in rng.integers(0, len(x), 30):
+            needles += [x[i].astype(np.float32).tobytes()[:12],
+                        x[i].astype(np.float64).tobytes()[:16]]
+    y = parties["hospital"].y_train
+    for start in rng.integers(0, len(y) - 8, 10):
+        for labels in (y[start:start + 8], 2 * y[start:start + 8] - 1):
+            needles += [labels.astype(t).tobytes() for t in (np.float64, np.float32)]
+    assert len(needles) > 200
     for needle in needles:
         assert needle not in blob
 
 
 def test_the_arbiter_cannot_decrypt_what_it_relays(observed) -> None:
-    server, _, arbiters, _ = observed
+    server, parties, arbiters, _ = observed
     arbiter = arbiters[0]
+    rows = 64  # the batch size: a ciphertext holds slots // rows copies of the batch
+    layout = (rows, arbiter.params.slots // rows)
     relayed = [r.update[k] for r in server.replies for k in (r.update or {})
                if k == "forward" or k.startswith("residual.")]
-    assert relayed
-    for blob in relayed[:4]:  # [[X_h w_h]] and [[d]], sealed to the label holder / holder
-        with pytest.raises(MalformedUpdate):
-            arbiter.decrypt_masked(blob.tobytes(), 64, 1)
-    # what it may decrypt, the masked gradients, it can
-    masked = next(r for r in server.replies if r.update and "masked.0" in r.update)
-    block, blocks = masked.payload["layout"][0]
-    assert arbiter.decrypt_masked(masked.update["masked.0"].tobytes(), block, blocks).shape
+    assert len(relayed) > 10
+    for blob in relayed:  # [[X_h w_h]] and [[d]], sealed to their receiver
+        with pytest.raises(MalformedUpdate, match="not a CKKS vector"):
+            arbiter.decrypt_masked(blob.tobytes(), *layout)
+    # the control: the same ciphertext unsealed is one the arbiter decrypts
+    lab = parties["laboratory"]
+    unsealed = hetero_lr.FeatureHolder("laboratory", lab.x_train, arbiter.public_context())
+    unsealed.w = np.ones(unsealed.w.shape)
+    plain = unsealed.forward(np.arange(rows), "hospital").payload
+    sums = arbiter.decrypt_masked(plain, *layout)
+    assert sums[0] == pytest.approx(float(lab.x_train[:rows].sum()), abs=1e-3)
 
 
 def test_a_server_putting_its_own_channel_key_in_a_partys_place_is_refused() -> None:
@@ -162,3 +173,79 @@ def test_a_message_replayed_at_another_step_is_refused() -> None:
     cfg, institutions, _ = federation()
     with pytest.raises(AggregationError, match="failed authentication"):
         run_vertical_session(open_spec(cfg), CuriousServer(institutions, replay), "run-replay")
+
+
+class Replayer(Institution):
+    """An institution whose tasks the server replays: each task of `stage` is answered, then
+    handed over once more (as a relay re-sending the same sealed message would)."""
+
+    def __init__(self, *args: Any, stage: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stage = stage
+        self.second: list[Reply] = []
+
+    def handle(self, task: Task) -> Reply:
+        reply = super().handle(task)
+        if task.body is not None and task.stage.stage == self.stage and not self.second:
+            self.second.append(super().handle(task))
+        return reply
+
+
+@pytest.mark.parametrize("stage", [st.HLR_FORWARD, st.HLR_GRADIENT, st.PEERS])
+def test_a_stage_answered_twice_is_refused_the_second_time(stage: str) -> None:
+    cfg, institutions, tables = federation()
+    ca = SimulatedCA()
+    institutions = {n: Institution(n, t, keys=ca.keys(n)) for n, t in tables.items()}
+    lab = Replayer("laboratory", tables["laboratory"], keys=ca.keys("laboratory"), stage=stage)
+    institutions["laboratory"] = lab
+    run_vertical_session(open_spec(cfg), InProcessTransport(institutions), "run-twice")
+    assert lab.second and lab.second[0].error is not None
+    assert "out of order" in lab.second[0].error.reason
+
+
+def test_a_forward_without_the_arbiters_sums_is_refused() -> None:
+    def drop(task: Task) -> Task:
+        if task.body is not None and task.stage.stage == st.HLR_FORWARD:
+            for k in [k for k in task.params if k.startswith("sums.")]:
+                del task.params[k]  # type: ignore[attr-defined]
+        return task
+
+    cfg, institutions, _ = federation()
+    with pytest.raises(AggregationError, match="the arbiter's sums are missing"):
+        run_vertical_session(open_spec(cfg), CuriousServer(institutions, drop), "run-drop")
+
+
+class Forger(Institution):
+    """A party with a valid kit that answers a stage with a reply of its own making."""
+
+    def __init__(self, *args: Any, stage: str, forge: Callable[[Reply], Reply],
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stage, self.forge = stage, forge
+
+    def handle(self, task: Task) -> Reply:
+        reply = super().handle(task)
+        if task.body is not None and task.stage.stage == self.stage:
+            return self.forge(reply)
+        return reply
+
+
+@pytest.mark.parametrize("stage, forge, reason", [
+    # the residual it received, sent back for decryption in one block of every slot: the
+    # arbiter would return the residuals (and so the labels) in the clear
+    (st.HLR_GRADIENT, lambda r: replace(r, payload={"layout": [[1, 4096]]}),
+     "another layout than the protocol's"),
+    (st.HLR_GRADIENT, lambda r: replace(r, update=None), "did not send"),
+    (st.PREDICT, lambda r: replace(r, update=None), "did not send"),
+    (st.RESPOND, lambda r: replace(r, update={"double": r.update["double"]}), "did not send"),
+])
+def test_a_member_sending_a_malformed_reply_stops_the_run_with_a_reason(
+        stage: str, forge: Callable[[Reply], Reply], reason: str) -> None:
+    cfg, institutions, tables = federation()
+    ca = SimulatedCA()
+    institutions = {"hospital": Institution("hospital", tables["hospital"],
+                                            keys=ca.keys("hospital")),
+                    "laboratory": Forger("laboratory", tables["laboratory"],
+                                         keys=ca.keys("laboratory"), stage=stage, forge=forge)}
+    with pytest.raises(ProtocolError, match=reason):
+        run_vertical_session(open_spec(cfg), InProcessTransport(institutions), "run-forged")

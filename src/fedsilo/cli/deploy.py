@@ -136,7 +136,8 @@ def server_cmd(args: argparse.Namespace, console: Console) -> int:
         if len(joined) < need:
             raise ConfigError(f"{len(joined)} of {len(gate.institutions)} institutions joined "
                               f"within --wait {args.wait:g} s, the run needs {need} "
-                              f"(strategy.min_clients); missing: {', '.join(missing)}")
+                              f"({'every party' if vertical else 'strategy.min_clients'}); "
+                              f"missing: {', '.join(missing)}")
         console.print(f"institutions connected: {', '.join(joined)}", highlight=False)
         if missing:
             console.print(f"starting without {', '.join(missing)} (not connected within "
@@ -187,7 +188,7 @@ def _serve_vertical(cfg: Any, transport: Any, console: Console, kit: Path) -> in
                                        timeout=cfg.run.round_timeout or 300.0,
                                        read={"columns": cfg.data.columns,
                                              "na_values": cfg.data.na_values})
-    except FedsiloError:
+    except Exception:  # a vertical run cannot resume: any end before the results is a failure
         recorder.finish("failed")
         raise
     comparison = {"metric": metric, "shared_rows": outcome.shared,

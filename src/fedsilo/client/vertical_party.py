@@ -18,16 +18,14 @@ import numpy as np
 import pandas as pd
 
 from fedsilo.aggregation.secure.identity import Credentials
-from fedsilo.client.policy import SitePolicy
+from fedsilo.client.policy import PolicyRefused, SitePolicy
 from fedsilo.client.vertical_channel import Channel
 from fedsilo.core.messages import Reply, Task
-from fedsilo.data.preprocessing import binarize_target
-from fedsilo.data.schema import Schema
-from fedsilo.errors import ConfigError, DataError, ProtocolError
+from fedsilo.errors import ConfigError, ProtocolError
 from fedsilo.evaluation.metrics import compute
 from fedsilo.vertical import stages as st
 from fedsilo.vertical.batches import batch_order
-from fedsilo.vertical.local import common_order, held_out_rows, standardised
+from fedsilo.vertical.local import Layout, ids_of, label_scale, labelled, party_block
 from fedsilo.vertical.protocols import Recipe, fit_predict
 from fedsilo.vertical.psi import PsiParty, PsiResponse, new_salt, pack, unpack
 
@@ -76,34 +74,44 @@ class Spec:
             raise ConfigError("vertical run: the label holder must come first")
         return spec
 
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.id, self.target, self.recipe.task, self.positive_above,
+                      self.exclude, self.test_fraction, self.seed)
+
+    def check(self, policy: SitePolicy | None, party: str) -> None:
+        """Refuse, before reading any data, a run this party's policy does not allow."""
+        if self.recipe.protocol == "trees":
+            raise ConfigError("vertical XGBoost runs in simulation only in this release")
+        if party not in self.parties:
+            raise ConfigError(f"vertical run: '{party}' is not one of its parties")
+        if policy is None:
+            return
+        policy.check_vertical(self.recipe.protocol, self.recipe.kind, self.recipe.epochs)
+        if party == self.label_holder and not policy.evaluation:
+            raise PolicyRefused("site policy: evaluation on this institution's data is not "
+                                "allowed (evaluation = false); a vertical run's label holder "
+                                "evaluates")
+
 
 class VerticalParty:
     """One institution's state across the stages of one vertical run."""
 
     def __init__(self, name: str, run_id: str, spec: Spec, table: pd.DataFrame,
                  credentials: Credentials | None, policy: SitePolicy | None) -> None:
-        if spec.recipe.protocol == "trees":
-            raise ConfigError("vertical XGBoost runs in simulation only in this release")
-        if name not in spec.parties:
-            raise ConfigError(f"vertical run: '{name}' is not one of its parties")
-        if policy is not None:
-            policy.check_vertical(spec.recipe.protocol, spec.recipe.kind, spec.recipe.epochs)
-        if spec.id not in table.columns:
-            raise DataError(f"party '{name}' has no ID column '{spec.id}' (data.id)")
         self.name, self.spec, self.policy = name, spec, policy
         self.holder = name == spec.label_holder
-        if self.holder:
-            if spec.target not in table.columns:
-                raise DataError(f"label holder '{name}' has no target column '{spec.target}'")
-            table = table[table[spec.target].notna()]  # it aligns only its labelled rows
-        self.table = table.reset_index(drop=True)
-        self.ids = self.table[spec.id].astype(str).tolist()
+        self.table = labelled(table, spec.layout, name, self.holder)
+        self.ids = ids_of(self.table, spec.layout)
         self.channel = Channel(run_id, name, credentials)
         self.others = [p for p in spec.parties if p != spec.label_holder]
         self._psi: PsiParty | None = None
         self._context = b""
         self._model: Any = None  # the protocol's role object
         self._batches: list[np.ndarray] = []
+        self._plan = [(st.PEERS, 0), (st.ALIGN, 0)] if self.holder else [
+            (st.PEERS, 0), (st.RESPOND, 0), (st.ROWS, 0)]
+        self._at = 0  # the index in _plan of the stage expected next
         self._handlers: dict[str, Callable[[Task], Reply]] = {
             st.PEERS: self._peers, st.RESPOND: self._respond, st.ALIGN: self._align,
             st.ROWS: self._rows, st.HLR_FORWARD: self._hlr_forward,
@@ -117,11 +125,16 @@ class VerticalParty:
         return self._reply(task, payload={"key": self.channel.advertisement()})
 
     def handle(self, task: Task) -> Reply:
+        """Answer the stage expected next, once: a stage out of order, repeated or skipped
+        (a server replaying a message, or asking twice for noised activations) is refused."""
         assert task.body is not None
-        handler = self._handlers.get(task.stage.stage)
-        if handler is None:
-            raise ProtocolError(f"vertical run: unknown stage '{task.stage.stage}'")
-        return handler(task)
+        stage, step = task.stage.stage, int(task.stage.payload.get("step", 0))
+        if self._at >= len(self._plan) or (stage, step) != self._plan[self._at]:
+            expected = self._plan[self._at] if self._at < len(self._plan) else ("none", 0)
+            raise ProtocolError(f"vertical run: stage {stage} step {step} out of order "
+                                f"(expected {expected[0]} step {expected[1]})")
+        self._at += 1
+        return self._handlers[stage](task)
 
     # --- private set intersection -------------------------------------------------------
 
@@ -178,27 +191,36 @@ class VerticalParty:
         return self._reply(task, payload=self._ready(self._psi.rows_for(positions)))
 
     def _ready(self, rows: list[int]) -> dict[str, Any]:
-        """The shared rows in the common order, split and standardised here."""
-        s = self.spec
-        order = common_order([self.ids[r] for r in rows], s.seed)
-        frame = self.table.iloc[[rows[k] for k in order]].reset_index(drop=True)
-        n = len(frame)
-        self.test = held_out_rows(n, s.test_fraction, s.seed)
-        columns = [c for c in frame.columns if c not in (s.id, s.target, *s.exclude)]
-        x = standardised(frame[columns], self.test, self.name)
-        self.x_train, self.x_test = x[~self.test], x[self.test]
-        if self.holder:
-            schema = Schema(s.target, s.recipe.task, ("_",), positive_above=s.positive_above)
-            y = binarize_target(frame[s.target], schema).to_numpy(dtype=np.float64)
-            self.y_test = y[self.test]
-            y = y[~self.test]
-            self.mean, self.std = 0.0, 1.0
-            if s.recipe.task == "regression":
-                self.mean, self.std = float(y.mean()), float(y.std() or 1.0)
-            self.y_train = (y - self.mean) / self.std
-        r = s.recipe
+        """The shared rows in the common order, split and standardised here; the plan of the
+        training stages that follow."""
+        s, r = self.spec, self.spec.recipe
+        block = party_block(self.table, rows, s.layout, self.name, self.holder)
+        self.test = block.test
+        self.x_train, self.x_test = block.x[~block.test], block.x[block.test]
+        if block.y is not None:
+            self.y_test = block.y[block.test]
+            self.mean, self.std = label_scale(block.y[~block.test], r.task)
+            self.y_train = (block.y[~block.test] - self.mean) / self.std
         self._batches = list(batch_order(len(self.x_train), r.batch_size, r.epochs, r.seed))
-        return {"rows": n, "columns": len(columns)}
+        smallest = min((len(b) for b in self._batches), default=0)
+        if r.protocol == "hetero_lr" and smallest <= self.x_train.shape[1] + self.holder:
+            raise ConfigError(f"vertical run: a mini-batch of {smallest} rows is not larger "
+                              f"than this party's {self.x_train.shape[1]} columns: its gradient "
+                              f"would reveal the residuals (and so the labels); raise "
+                              f"vertical.batch_size")
+        self._plan += self._training_plan()
+        return {"rows": len(block.x), "columns": len(block.columns)}
+
+    def _training_plan(self) -> list[tuple[str, int]]:
+        steps = range(len(self._batches))
+        if self.spec.recipe.protocol == "hetero_lr":
+            per_step = ([(st.HLR_RESIDUAL, t) for t in steps] if self.holder else
+                        [x for t in steps for x in ((st.HLR_FORWARD, t), (st.HLR_GRADIENT, t))])
+            end = [(st.HLR_FINISH, 0)]
+        else:
+            per_step = [(st.SPLIT_STEP if self.holder else st.SPLIT_FORWARD, t) for t in steps]
+            end = [] if self.holder else [(st.SPLIT_FINISH, 0)]
+        return per_step + end + [(st.EVALUATE if self.holder else st.PREDICT, 0)]
 
     # --- Hetero-LR ----------------------------------------------------------------------
 
@@ -214,9 +236,14 @@ class VerticalParty:
                            FeatureHolder(self.name, self.x_train, self._context))
         return self._model
 
-    def _apply_sums(self, task: Task) -> None:
+    def _apply_sums(self, task: Task, due: bool) -> None:
+        """Apply the arbiter's sums for this party's last gradient request (`due`: there is
+        one, and the task must carry them; else it must not)."""
         sums = sorted((k for k in task.params if k.startswith("sums.")),
-                      key=lambda k: int(k.split(".")[1]))
+                      key=lambda k: int(k.split(".")[1]) if k.split(".")[1].isdigit() else -1)
+        if bool(sums) != due:
+            raise ProtocolError("vertical run: the arbiter's sums are " +
+                                ("missing" if due else "unexpected"))
         if sums:
             replies = [np.asarray(task.params[k], np.float64) for k in sums]
             self._hetero().apply_gradient(replies, self.spec.recipe.lr)
@@ -228,15 +255,15 @@ class VerticalParty:
         return step, self._batches[step]
 
     def _hlr_forward(self, task: Task) -> Reply:
-        self._apply_sums(task)
         step, batch = self._step(task)
+        self._apply_sums(task, step > 0)
         m = self._hetero().forward(batch, self.spec.label_holder)
         return self._reply(task, {"forward": blob(self.channel.seal(
             self.spec.label_holder, "enc_forward", step, m.payload))})
 
     def _hlr_residual(self, task: Task) -> Reply:
-        self._apply_sums(task)
         step, batch = self._step(task)
+        self._apply_sums(task, step > 0)
         lh = self._hetero()
         forwards = {fh: self.channel.open(fh, "enc_forward", step, raw(task.params,
                                                                      f"forward.{fh}"))
@@ -260,7 +287,7 @@ class VerticalParty:
         return self._reply(task, update, {"layout": layout})
 
     def _hlr_finish(self, task: Task) -> Reply:
-        self._apply_sums(task)
+        self._apply_sums(task, bool(self._batches))
         return self._reply(task)
 
     # --- split learning -----------------------------------------------------------------
@@ -284,7 +311,12 @@ class VerticalParty:
         return self._model
 
     def _backward(self, task: Task, step: int) -> None:
-        if "gradient" in task.params:
+        """Apply the label holder's gradients for this party's activations of `step` (-1: none
+        due, and none may come)."""
+        if ("gradient" in task.params) != (step >= 0):
+            raise ProtocolError("vertical run: the gradients are " +
+                                ("missing" if step >= 0 else "unexpected"))
+        if step >= 0:
             g = self.channel.open(self.spec.label_holder, "gradients", step,
                                   raw(task.params, "gradient"))
             width = self.spec.recipe.hidden

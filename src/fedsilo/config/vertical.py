@@ -8,7 +8,7 @@ from typing import Any
 
 from fedsilo.config.schema import RunConfig
 from fedsilo.engine.events import RoundEvent
-from fedsilo.vertical.local import model_seed
+from fedsilo.vertical.local import Layout, model_seed
 from fedsilo.vertical.protocols import Recipe
 
 
@@ -29,6 +29,14 @@ def vertical_event(cfg: RunConfig, evaluation: Mapping[str, Mapping[str, float]]
                       tuple(i.name for i in cfg.data.institutions), {},
                       {"vertical": {"protocol": vertical_recipe(cfg).protocol}},
                       evaluation, metrics, seconds=seconds)
+
+
+def vertical_layout(cfg: RunConfig) -> Layout:
+    """What every party agrees on about the tables."""
+    d = cfg.data
+    assert d.id is not None
+    return Layout(d.id, d.target, d.task, d.positive_above, tuple(d.exclude), d.test_fraction,
+                  cfg.run.seed)
 
 
 def open_spec(cfg: RunConfig) -> dict[str, Any]:

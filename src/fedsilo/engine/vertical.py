@@ -53,6 +53,11 @@ class _Relay:
                       body=StageTask(stage, payload))
                  for name, (params, payload, spec) in asks.items()]
         replies = ask_all(self.transport, tasks, self.timeout, f"vertical run, stage {stage}")
+        for name, reply in replies.items():  # an empty reply passes the transport's check
+            want = set(asks[name][2].arrays or {})
+            if set(reply.update or {}) != want:
+                raise ProtocolError(f"vertical run, stage {stage}: {name} did not send "
+                                    f"{sorted(want) or 'nothing'}")
         kind = stage.removeprefix(st.PREFIX)
         self.wire[kind] = self.wire.get(kind, 0) + sum(
             a.nbytes for r in replies.values() for a in (r.update or {}).values())
@@ -96,6 +101,9 @@ def run_vertical_session(spec: Mapping[str, Any], transport: ServerTransport, ru
         from fedsilo.vertical.hetero_lr import Arbiter
 
         arbiter = Arbiter()
+        if recipe.batch_size > arbiter.params.slots:
+            raise ConfigError(f"vertical.batch_size {recipe.batch_size} exceeds the "
+                              f"{arbiter.params.slots} CKKS slots of Hetero-LR")
         opening = {"context": np.frombuffer(arbiter.public_context(), np.uint8)}
     payload = {"spec": spec, "read": dict(read or {})}
     keys = relay.ask(st.OPEN, {p: (opening, payload, NONE) for p in parties})
@@ -139,7 +147,11 @@ def run_vertical_session(spec: Mapping[str, Any], transport: ServerTransport, ru
     metrics = evaluation[holder].payload.get("metrics")
     if not isinstance(metrics, Mapping) or set(metrics) != set(st.REFERENCES):
         raise ProtocolError("vertical run: the label holder's evaluation carries no metrics")
-    result = {k: {m: float(v) for m, v in dict(metrics[k]).items()} for k in st.REFERENCES}
+    try:
+        result = {k: {str(m): float(v) for m, v in dict(metrics[k]).items()}
+                  for k in st.REFERENCES}
+    except (TypeError, ValueError):
+        raise ProtocolError("vertical run: the label holder's metrics are not numbers") from None
     return VerticalOutcome(result, shared, columns, time.monotonic() - start, relay.wire)
 
 
@@ -156,10 +168,13 @@ def _hetero(relay: _Relay, arbiter: Any, holder: str, others: list[str],
     slots = arbiter.params.slots
     sums: dict[str, Params] = {p: {} for p in [holder, *others]}
 
-    def decrypt(reply: Reply, count: int) -> Params:
+    def decrypt(reply: Reply, count: int, rows: int) -> Params:
+        """The block sums of a party's masked gradient requests, decrypted only in the
+        protocol's layout: `rows` slots per block, slots // rows blocks."""
         layout = reply.payload.get("layout")
-        if not isinstance(layout, list) or len(layout) != count:
-            raise ProtocolError(f"vertical run: {reply.client_id} sent a malformed layout")
+        if layout != [[rows, slots // rows]] * count:
+            raise ProtocolError(f"vertical run: {reply.client_id} sent a masked gradient in "
+                                f"another layout than the protocol's")
         update = reply.update or {}
         return {f"sums.{i}": arbiter.decrypt_masked(update[f"masked.{i}"].tobytes(),
                                                     int(block), int(blocks))
@@ -176,14 +191,14 @@ def _hetero(relay: _Relay, arbiter: Any, holder: str, others: list[str],
             {**sums[holder], **{f"forward.{p}": (forwards[p].update or {})["forward"]
                                 for p in others}},
             {"step": step}, _bytes_spec(residual_names + masked, CIPHERTEXT_BYTES))}, step)
-        sums[holder] = decrypt(residual[holder], chunks[holder])
+        sums[holder] = decrypt(residual[holder], chunks[holder], rows)
         update = residual[holder].update or {}
         gradients = relay.ask(st.HLR_GRADIENT, {p: (
             {"residual": update[f"residual.{p}"]}, {"step": step},
             _bytes_spec([f"masked.{i}" for i in range(chunks[p])], CIPHERTEXT_BYTES))
             for p in others}, step)
         for p in others:
-            sums[p] = decrypt(gradients[p], chunks[p])
+            sums[p] = decrypt(gradients[p], chunks[p], rows)
     relay.ask(st.HLR_FINISH, {p: (sums[p], {}, NONE) for p in sums}, len(batches))
 
 

@@ -26,16 +26,13 @@ from typing import Any
 import numpy as np
 
 from fedsilo.config.schema import RunConfig
-from fedsilo.config.vertical import vertical_event, vertical_recipe
+from fedsilo.config.vertical import vertical_event, vertical_layout, vertical_recipe
 from fedsilo.core.rng import generator
-from fedsilo.data.preprocessing import binarize_target
-from fedsilo.data.schema import Schema
 from fedsilo.engine.events import RoundEvent
-from fedsilo.errors import DataError
 from fedsilo.evaluation.metrics import PRIMARY, compute
 from fedsilo.simulation.institutions import load_tables
 from fedsilo.store.recorder import Recorder, start_run
-from fedsilo.vertical.local import common_order, held_out_rows, standardised
+from fedsilo.vertical.local import ids_of, label_scale, labelled, party_block
 from fedsilo.vertical.protocols import fit_predict
 from fedsilo.vertical.psi import intersect
 
@@ -70,33 +67,19 @@ def run_vertical(cfg: RunConfig, write: bool = True) -> VerticalResult:
     """
     assert cfg.vertical is not None and cfg.data.id is not None
     d, holder = cfg.data, cfg.vertical.label_holder
-    tables = load_tables(cfg)
-    for name, table in tables.items():
-        if d.id not in table.columns:  # type: ignore[union-attr]
-            raise DataError(f"party '{name}' has no ID column '{d.id}' (data.id)")
-    label_table = tables[holder]
-    if d.target not in label_table.columns:  # type: ignore[union-attr]
-        raise DataError(f"label holder '{holder}' has no target column '{d.target}'")
-    # the label holder aligns only its labelled rows
-    tables[holder] = label_table[label_table[d.target].notna()]  # type: ignore[index]
-    ids = {n: t[d.id].astype(str).tolist() for n, t in tables.items()}  # type: ignore[index]
+    layout = vertical_layout(cfg)
+    tables = {n: labelled(t, layout, n, n == holder)  # type: ignore[arg-type]
+              for n, t in load_tables(cfg).items()}
+    ids = {n: ids_of(t, layout) for n, t in tables.items()}
     rows = intersect(ids, hub=holder, rng=generator(cfg.run.seed, "psi"))
-    order = common_order([ids[holder][r] for r in rows[holder]], cfg.run.seed)
-    aligned = {n: t.iloc[[rows[n][k] for k in order]].reset_index(drop=True)  # type: ignore[union-attr]
-               for n, t in tables.items()}
-    schema = Schema(d.target, d.task, ("_",), positive_above=d.positive_above)
-    y_raw = binarize_target(aligned[holder][d.target], schema).to_numpy(dtype=np.float64)
-    test = held_out_rows(len(y_raw), d.test_fraction, cfg.run.seed)
-    columns = {n: [c for c in a.columns if c not in (d.id, d.target, *d.exclude)]
-               for n, a in aligned.items()}
-    blocks = {n: standardised(aligned[n][columns[n]], test, n) for n in aligned}
+    parts = {n: party_block(t, rows[n], layout, n, n == holder) for n, t in tables.items()}
+    y_raw, test = parts[holder].y, parts[holder].test
+    assert y_raw is not None
+    blocks = {n: p.x for n, p in parts.items()}
     order_names = [holder, *sorted(n for n in blocks if n != holder)]
     train = ~test
-    y = y_raw
-    mean, std = 0.0, 1.0
-    if d.task == "regression":
-        mean, std = float(y[train].mean()), float(y[train].std() or 1.0)
-        y = (y - mean) / std
+    mean, std = label_scale(y_raw[train], d.task)
+    y = (y_raw - mean) / std
     runs = {"label holder alone": {holder: blocks[holder]},
             "vertical": {n: blocks[n] for n in order_names},  # the joined table's column order
             "pooled": {holder: np.concatenate([blocks[n] for n in order_names], axis=1)}}
@@ -109,7 +92,7 @@ def run_vertical(cfg: RunConfig, write: bool = True) -> VerticalResult:
             pred = pred * std + mean
         metrics[label] = compute(d.task, y_raw[test], pred)
     result = VerticalResult(cfg, PRIMARY[d.task], metrics, len(y_raw),
-                            {n: {"rows": len(tables[n]), "columns": columns[n]}
+                            {n: {"rows": len(tables[n]), "columns": parts[n].columns}
                              for n in order_names}, wire)
     if write:
         result.output_dir = _write(result)

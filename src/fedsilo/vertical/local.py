@@ -8,11 +8,14 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from fedsilo.core.rng import derive_seed, generator
+from fedsilo.data.preprocessing import binarize_target
+from fedsilo.data.schema import Schema
 from fedsilo.errors import DataError
 
 
@@ -51,3 +54,72 @@ def standardised(frame: pd.DataFrame, test: np.ndarray, party: str) -> np.ndarra
     std = np.nanstd(train, axis=0)
     x = np.where(np.isnan(x), mean, x)
     return ((x - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What every party of a run agrees on about the tables (from the run config)."""
+
+    id: str
+    target: str
+    task: str
+    positive_above: float | None
+    exclude: tuple[str, ...]
+    test_fraction: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class PartyBlock:
+    """One party's shared rows, in the common order: its standardised columns, the held-out
+    mask, its column names and (the label holder) the labels, on their own scale."""
+
+    x: np.ndarray
+    test: np.ndarray
+    columns: list[str]
+    y: np.ndarray | None
+
+
+def labelled(table: pd.DataFrame, layout: Layout, party: str, holder: bool) -> pd.DataFrame:
+    """The rows a party aligns: all of them, or the label holder's labelled ones.
+
+    Raises:
+        DataError: no ID column, or a label holder without the target column.
+    """
+    if layout.id not in table.columns:
+        raise DataError(f"party '{party}' has no ID column '{layout.id}' (data.id)")
+    if not holder:
+        return table.reset_index(drop=True)
+    if layout.target not in table.columns:
+        raise DataError(f"label holder '{party}' has no target column '{layout.target}'")
+    return table[table[layout.target].notna()].reset_index(drop=True)
+
+
+def ids_of(table: pd.DataFrame, layout: Layout) -> list[str]:
+    return table[layout.id].astype(str).tolist()
+
+
+def party_block(table: pd.DataFrame, rows: Sequence[int], layout: Layout, party: str,
+                holder: bool) -> PartyBlock:
+    """A party's shared `rows` (as the PSI returned them) put in the common order, split and
+    standardised where they are."""
+    ids = ids_of(table, layout)
+    order = common_order([ids[r] for r in rows], layout.seed)
+    frame = table.iloc[[rows[k] for k in order]].reset_index(drop=True)
+    test = held_out_rows(len(frame), layout.test_fraction, layout.seed)
+    columns = [c for c in frame.columns
+               if c not in (layout.id, layout.target, *layout.exclude)]
+    y = None
+    if holder:
+        schema = Schema(layout.target, layout.task, ("_",),
+                        positive_above=layout.positive_above)
+        y = binarize_target(frame[layout.target], schema).to_numpy(dtype=np.float64)
+    return PartyBlock(standardised(frame[columns], test, party), test, columns, y)
+
+
+def label_scale(y_train: np.ndarray, task: str) -> tuple[float, float]:
+    """The label holder's scale for regression labels: its training rows' mean and deviation
+    (other tasks: 0 and 1, labels as they are)."""
+    if task != "regression":
+        return 0.0, 1.0
+    return float(y_train.mean()), float(y_train.std() or 1.0)
