@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,7 @@ def digits(fraction: float | None, k: int = 10, rounds: int = 20) -> tuple[float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.3])
+    parser.add_argument("--json", type=Path, help="also write the records to this file")
     args = parser.parse_args()
     rows = []
     for task, run in (("heart disease (logistic regression)", heart),
@@ -108,6 +110,11 @@ def main() -> None:
     print("|---|---|---:|---:|---:|")
     for task, how, size, ratio, acc in rows:
         print(f"| {task} | {how} | {size:,.0f} | {ratio:.2f} | {acc:.4f} |")
+    if args.json:
+        args.json.write_text(json.dumps({"records": [
+            {"task": task, "compression": how, "bytes_per_fit_reply": size,
+             "vs_dense": ratio, "final_accuracy": acc} for task, how, size, ratio, acc in rows]},
+            indent=1))
 
 
 if __name__ == "__main__":

@@ -11,12 +11,19 @@ Flower's deployment runtime (1 SuperLink + 4 SuperNodes, `flwr run` of benchmark
 runs the same dummy round in the same run when `.venv-flower` exists (see
 simulation_digits.py for how to make it).
 
-    python benchmarks/deployment_round.py [--sizes 1000000 10000000] [--rounds 5]
+One invocation measures the whole table: for each of `--repeats` repetitions, every size is
+run by every system in turn (interleaved, so a slow spell of the machine hits all of them);
+each run gives the median of its rounds 1..R-1; the table gives the median (and range) of
+those over the repetitions, and each ratio is the median of the repetitions' ratios.
+
+    python benchmarks/deployment_round.py [--sizes 1000 1000000 10000000] [--rounds 6]
+        [--repeats 3] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -24,10 +31,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from fedsilo.algorithms.fedavg import fedavg
+from fedsilo.engine.clock import WallClock
 from fedsilo.engine.drivers import train
 from fedsilo.engine.flow import RunSettings
 from fedsilo.transport.grpc.provision import Project, provision
@@ -48,7 +57,7 @@ def fedsilo_rounds(kits: Path, n: int, rounds: int) -> list[float]:
         transport.wait_for_clients(4, 60)
         history = train(fedavg({"epochs": 1}), transport, {"w": np.zeros(n, np.float32)},
                            RunSettings("bench", 0, rounds, evaluate_every=10**9,
-                                       round_timeout=600))
+                                       round_timeout=600), WallClock())
         # the last round also evaluates (one more broadcast): leave it out
         return [e.seconds for e in history.events[:-1]]
     finally:
@@ -108,28 +117,75 @@ def flower_rounds(n: int, rounds: int, bindir: Path, tmp: Path) -> list[float]:
             p.wait(30)
 
 
+def _ms(values: list[float]) -> str:
+    """'median (min–max)' in ms, or the one value."""
+    med = statistics.median(values) * 1e3
+    if len(values) == 1:
+        return f"{med:.1f} ms"
+    return f"{med:.1f} ms ({min(values) * 1e3:.1f}–{max(values) * 1e3:.1f})"
+
+
+def summary(n: int, runs: dict[str, list[float]]) -> dict[str, Any]:
+    """One table row: medians over repetitions, ratios as medians of per-repetition ratios."""
+    row: dict[str, Any] = {"n": n, "mib": n * 4 / 2**20, "repeats": len(runs["fedsilo"])}
+    for system, values in runs.items():
+        row[f"{system}_round_ms"] = statistics.median(values) * 1e3
+        row[f"{system}_min_ms"], row[f"{system}_max_ms"] = min(values) * 1e3, max(values) * 1e3
+    row["fedsilo_vs_raw"] = statistics.median(f / r for f, r in zip(runs["fedsilo"], runs["raw"]))
+    if "flower" in runs:
+        row["flower_vs_fedsilo"] = statistics.median(
+            w / f for w, f in zip(runs["flower"], runs["fedsilo"]))
+    return row
+
+
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[1_000, 1_000_000, 10_000_000])
     p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--repeats", type=int, default=3, help="repetitions of the whole table")
     p.add_argument("--flower-bin", type=Path, default=HERE.parent / ".venv-flower" / "bin",
                    help="bin folder of a venv with flwr 1.42 (skipped when absent)")
+    p.add_argument("--skip-flower", action="store_true")
+    p.add_argument("--json", type=Path, help="also write the records to this file")
     a = p.parse_args()
+    with_flower = not a.skip_flower and (a.flower_bin / "flwr").exists()
+    skipped = [] if with_flower else [f"flower: --skip-flower or no flwr in {a.flower_bin}"]
+    runs: dict[int, dict[str, list[float]]] = {
+        n: {s: [] for s in ("fedsilo", "raw") + (("flower",) if with_flower else ())}
+        for n in a.sizes}
     with tempfile.TemporaryDirectory() as tmp:
         kits = Path(tmp) / "kits"
         provision(Project("bench", "localhost", NAMES), kits)
-        print("4 institutions, mutual TLS on loopback; median of rounds 1..R-1")
-        for n in a.sizes:
-            ours = statistics.median(fedsilo_rounds(kits, n, a.rounds))
-            time.sleep(0.5)
-            ceiling = statistics.median(raw_rounds(kits, n, a.rounds))
-            line = (f"N={n:>11,} float32 ({n * 4 / 2**20:6.1f} MiB): fedsilo round "
-                    f"{ours * 1e3:8.1f} ms | raw gRPC stream {ceiling * 1e3:8.1f} ms "
-                    f"({ours / ceiling:.2f}x)")
-            if (a.flower_bin / "flwr").exists():
-                flower = statistics.median(flower_rounds(n, a.rounds, a.flower_bin, Path(tmp)))
-                line += f" | Flower {flower * 1e3:8.1f} ms ({flower / ours:.1f}x fedsilo's)"
-            print(line, flush=True)
+        print(f"4 institutions, mutual TLS on loopback; each run: median of rounds 1..R-1 "
+              f"of {a.rounds}; {a.repeats} repetitions, interleaved")
+        for rep in range(a.repeats):
+            for n in a.sizes:
+                got = runs[n]
+                got["fedsilo"].append(statistics.median(fedsilo_rounds(kits, n, a.rounds)))
+                time.sleep(0.5)
+                got["raw"].append(statistics.median(raw_rounds(kits, n, a.rounds)))
+                line = (f"  repetition {rep + 1}, N={n:>11,}: fedsilo "
+                        f"{got['fedsilo'][-1] * 1e3:8.1f} ms | raw gRPC "
+                        f"{got['raw'][-1] * 1e3:8.1f} ms")
+                if with_flower:
+                    got["flower"].append(statistics.median(
+                        flower_rounds(n, a.rounds, a.flower_bin, Path(tmp))))
+                    line += f" | Flower {got['flower'][-1] * 1e3:8.1f} ms"
+                print(line, flush=True)
+    rows = [summary(n, runs[n]) for n in a.sizes]
+    print("\n| model | fedsilo round | raw gRPC stream | fedsilo / raw |"
+          + (" Flower 1.42 | Flower / fedsilo |" if with_flower else ""))
+    print("|---|---|---|---|" + ("---|---|" if with_flower else ""))
+    for n, row in zip(a.sizes, rows):
+        line = (f"| {n:,} float32 ({row['mib']:.3g} MiB) | {_ms(runs[n]['fedsilo'])} | "
+                f"{_ms(runs[n]['raw'])} | {row['fedsilo_vs_raw']:.2f}x |")
+        if with_flower:
+            line += f" {_ms(runs[n]['flower'])} | {row['flower_vs_fedsilo']:.1f}x |"
+        print(line)
+    for line in skipped:
+        print("skipped", line)
+    if a.json:
+        a.json.write_text(json.dumps({"records": rows, "skipped": skipped}, indent=1))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """The benchmark task both engines run: scikit-learn's digits split IID across K
-institutions (80/20 train/test each), a 64-32-10 MLP, FedAvg, 2 local epochs, batch 8,
-SGD lr 0.1. Imports only numpy, scikit-learn and torch, so Flower's venv can use it too."""
+institutions (80/20 train/test each), a 64-32-10 MLP, FedAvg, SGD lr 0.1, every institution
+training every round. Two workloads (`WORKLOADS`): "federated" (2 local epochs of batch 8,
+evaluation on every institution's test split every round: the README's figure) and "central"
+(1 epoch of batch 16, the server evaluates the global model on the pooled test splits every
+round). Imports only numpy, scikit-learn and torch, so Flower's venv can use it too."""
 
 from __future__ import annotations
 
@@ -9,7 +12,11 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
-EPOCHS, BATCH, LR = 2, 8, 0.1
+LR = 0.1
+# workload -> (local epochs, batch size, where evaluation runs every round)
+WORKLOADS = {"federated": (2, 8, "every institution's test split"),
+             "central": (1, 16, "the server, on the pooled test splits")}
+EPOCHS, BATCH = WORKLOADS["federated"][:2]  # the default workload
 
 
 def partitions(k: int, seed: int = 0) -> list[tuple[np.ndarray, ...]]:
@@ -22,6 +29,11 @@ def partitions(k: int, seed: int = 0) -> list[tuple[np.ndarray, ...]]:
         cut = int(round(len(part) * 0.8))
         out.append((x[part[:cut]], y[part[:cut]], x[part[cut:]], y[part[cut:]]))
     return out
+
+
+def pooled_test(parts: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, np.ndarray]:
+    """Every institution's test split, concatenated (the central evaluation set)."""
+    return np.concatenate([p[2] for p in parts]), np.concatenate([p[3] for p in parts])
 
 
 def make_mlp(seed: int = 0) -> nn.Module:

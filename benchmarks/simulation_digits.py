@@ -1,12 +1,26 @@
 """Goal 1 (../shared/PERFORMANCE.md): simulation of K institutions training a small MLP on
 scikit-learn's digits for R rounds, fedsilo vs Flower's simulation engine, in the same run.
 
+Two workloads (`--workload`, benchmarks/digits_task.py), the same for both engines in a run
+(model, data, partitions, epochs, batch, lr, all K institutions training every round, the
+evaluation schedule):
+
+- federated (default, the README's figure): 2 local epochs of batch 8; every round, every one
+  of the K institutions evaluates the global model on its test split;
+- central: 1 local epoch of batch 16; every round the server evaluates the global model on
+  the pooled test splits (fedsilo also makes its one federated evaluation after the last
+  round, which Flower does not: that costs fedsilo, not Flower).
+
+Flower runs as its docs recommend for CPU simulation: `run_simulation` with the Ray backend,
+one CPU per client (`client_resources`), so as many clients at once as there are cores.
+
 Each engine runs in a child process (fedsilo in the project's venv, Flower 1.42 in its own venv
 `.venv-flower`); this parent samples the RSS of each child's whole process tree (Ray workers
 included) every 50 ms and prints wall time, time per round, peak memory, final accuracy and the
 ratios.
 
-    python benchmarks/simulation_digits.py [--k 100] [--rounds 20] [--flower-python PATH]
+    python benchmarks/simulation_digits.py [--k 100] [--rounds 20] [--workload federated]
+        [--flower-python PATH] [--skip-flower] [--json out.json]
 
 Flower's venv: python3 -m venv .venv-flower &&
     .venv-flower/bin/pip install "flwr[simulation]==1.42.0" torch==2.13.0 scikit-learn
@@ -22,6 +36,10 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from digits_task import LR, WORKLOADS  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -78,6 +96,7 @@ def measure(cmd: list[str]) -> dict:
 def show(r: dict) -> None:
     rounds = r["round_s"]
     steady = sum(rounds[1:]) / max(len(rounds) - 1, 1)
+    r["first_round_s"], r["steady_round_s"] = rounds[0], steady
     print(f"{r['engine']:>8}: run {r['wall_s']:7.2f} s (process {r['process_s']:6.2f} s, "
           f"imports {r['import_s']:.2f} s) | first round {rounds[0]:.3f} s, then "
           f"{steady:.3f} s/round | peak RSS {r['peak_rss_mb']:7.0f} MB | "
@@ -85,24 +104,45 @@ def show(r: dict) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--k", type=int, default=100)
     p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--workload", choices=sorted(WORKLOADS), default="federated",
+                   help="federated: 2 epochs of batch 8, evaluation on every institution "
+                        "every round; central: 1 epoch of batch 16, server evaluation")
     p.add_argument("--flower-python", default=str(HERE.parent / ".venv-flower/bin/python"))
     p.add_argument("--skip-flower", action="store_true")
+    p.add_argument("--json", type=Path, help="also write the records to this file")
     a = p.parse_args()
-    print(f"digits, K={a.k} institutions, {a.rounds} rounds, MLP 64-32-10, FedAvg, "
-          f"2 epochs, batch 8, SGD lr 0.1; evaluation on every institution every round")
-    ours = measure([sys.executable, "_fedsilo_digits.py", str(a.k), str(a.rounds)])
-    show(ours)
+    epochs, batch, where = WORKLOADS[a.workload]
+    print(f"workload '{a.workload}': digits, K={a.k} institutions, all training every round, "
+          f"{a.rounds} rounds, MLP 64-32-10, FedAvg, {epochs} epoch(s) of batch {batch}, SGD lr "
+          f"{LR}; evaluation every round on {where}")
+    workload = {"workload": a.workload, "k": a.k, "rounds": a.rounds, "epochs": epochs,
+                "batch": batch, "evaluation": where}
+    runs = [measure([sys.executable, "_fedsilo_digits.py", str(a.k), str(a.rounds),
+                     a.workload])]
+    show(runs[0])
+    skipped = []
     if a.skip_flower or not Path(a.flower_python).exists():
+        skipped.append(f"flower: --skip-flower, or no interpreter at {a.flower_python}")
         print(f"Flower skipped (--skip-flower, or no interpreter at {a.flower_python})")
-        return
-    theirs = measure([a.flower_python, "_flower_digits.py", str(a.k), str(a.rounds)])
-    show(theirs)
-    print(f"ratios (Flower / fedsilo): run wall time {theirs['wall_s'] / ours['wall_s']:.1f}x, "
-          f"whole process {theirs['process_s'] / ours['process_s']:.1f}x, "
-          f"peak memory {theirs['peak_rss_mb'] / ours['peak_rss_mb']:.1f}x")
+    else:
+        runs.append(measure([a.flower_python, "_flower_digits.py", str(a.k), str(a.rounds),
+                             a.workload]))
+        ours, theirs = runs
+        show(theirs)
+        print(f"ratios (Flower / fedsilo): run wall time "
+              f"{theirs['wall_s'] / ours['wall_s']:.1f}x, whole process "
+              f"{theirs['process_s'] / ours['process_s']:.1f}x, peak memory "
+              f"{theirs['peak_rss_mb'] / ours['peak_rss_mb']:.1f}x")
+    if a.json:
+        records: list[dict[str, Any]] = [
+            {"system": r["engine"], **workload,
+             **{key: r[key] for key in ("wall_s", "process_s", "import_s", "first_round_s",
+                                        "steady_round_s", "peak_rss_mb", "accuracy")}}
+            for r in runs]
+        a.json.write_text(json.dumps({"records": records, "skipped": skipped}, indent=1))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ the same stages over gRPC and mutual TLS).
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -37,8 +38,12 @@ def main() -> None:
                         choices=["linear_regression", "mlp"])
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--data", type=Path, default=DATA / "housing.csv")
+    parser.add_argument("--rows", type=int, default=0, help="only the first ROWS districts")
+    parser.add_argument("--json", type=Path, help="also write the records to this file")
     args = parser.parse_args()
     table = pd.read_csv(args.data)
+    if args.rows:
+        table = table.head(args.rows)
     table.insert(0, "district", [f"D-{i:05d}" for i in range(len(table))])
     tables = {"census": table[["district", *CENSUS]],
               "agency": table[["district", *AGENCY]].sample(frac=1.0, random_state=0)}
@@ -60,6 +65,14 @@ def main() -> None:
         print(f"  {label}: " + ", ".join(f"{k} {v:,.4g}" for k, v in metrics.items()))
     print("  bytes per stage: " + ", ".join(f"{k} {v:,}" for k, v in outcome.wire.items() if v))
     print(f"  in all {sum(outcome.wire.values()):,} bytes")
+    if args.json:
+        record = {"kind": args.kind, "shared_rows": outcome.shared, "epochs": args.epochs,
+                  "batch": args.batch, "total_s": total, "training_s": outcome.seconds,
+                  "bytes": sum(outcome.wire.values()),
+                  **{f"{label}.{k}": v for label, m in outcome.metrics.items()
+                     for k, v in m.items()},
+                  **{f"bytes.{k}": v for k, v in outcome.wire.items() if v}}
+        args.json.write_text(json.dumps({"records": [record]}, indent=1))
 
 
 if __name__ == "__main__":

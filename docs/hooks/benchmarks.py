@@ -1,10 +1,12 @@
 """MkDocs hook: the benchmark page's measured tables, from `benchmarks/results/*.json`.
 
-When the benchmark runner has written results (`benchmarks/results/<date>.json`), the newest
-file replaces the `<!-- benchmark-results -->` marker of docs/benchmarks.md with its tables:
-every list of flat records becomes a table (one column per key), every other value a row of
-a summary table. Without results the marker gives way to a sentence saying so, and the page's
-hand-copied tables (measured by the scripts they name) are what it shows.
+When the benchmark runner (`benchmarks/run_all.py`) has written results
+(`benchmarks/results/<date>.json`; its `--quick` runs, `<date>-quick.json`, are checks of the
+scripts at tiny sizes and never shown), the newest file replaces the
+`<!-- benchmark-results -->` marker of docs/benchmarks.md with its tables: every list of flat
+records becomes a table (one column per key), every dict a one-row table, every other value
+a row of a summary table. Without results the marker gives way to a sentence saying so, and
+the page's hand-copied tables (measured by the scripts they name) are what it shows.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ PAGE = "benchmarks.md"
 
 
 def newest(folder: Path) -> Path | None:
-    """The newest results file (names sort by date), or None."""
-    found = sorted(folder.glob("*.json"))
+    """The newest full results file (names sort by date; quick runs left out), or None."""
+    found = sorted(p for p in folder.glob("*.json") if not p.stem.endswith("-quick"))
     return found[-1] if found else None
 
 
 def _cell(value: Any) -> str:
+    if value is None:
+        return ""
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, dict | list):

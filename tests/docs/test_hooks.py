@@ -94,3 +94,13 @@ def test_every_tutorial_page_is_in_the_navigation(tmp_path: Path, listed: bool) 
     assert tutorials[0] == {"Alpha": "tutorials/a.md"}
     expected = {"New": "tutorials/new.md"} if listed else {"A new example": "tutorials/new.md"}
     assert tutorials[1:] == [expected]
+
+
+def test_quick_benchmark_results_are_never_shown(tmp_path: Path) -> None:
+    bench = hook("benchmarks")
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    (results / "2026-02-01.json").write_text(json.dumps({"machine": {"cpu": "full run"}}))
+    (results / "2026-03-01-quick.json").write_text(json.dumps({"machine": {"cpu": "quick"}}))
+    text = bench.results_section(tmp_path)
+    assert "2026-02-01.json" in text and "full run" in text and "quick" not in text

@@ -1,0 +1,32 @@
+"""benchmarks/run_all.py end to end on its cheapest benchmark: the results file describes the
+machine and holds the benchmark's records (no timed assertions)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_quick_run_of_one_benchmark_writes_the_machine_and_records(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--quick",
+                           "--only", "aggregation_throughput", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [found] = tmp_path.glob("*-quick.json")
+    results = json.loads(found.read_text())
+    assert results["quick"] is True
+    machine = results["machine"]
+    assert machine["cores"] >= 1 and machine["memory_gib"] > 0 and machine["python"]
+    assert machine["numpy"] and "cpu" in machine
+    assert [r["benchmark"] for r in results["runs"]] == ["aggregation_throughput"]
+    records = results["aggregation_throughput"]
+    assert {r["system"] for r in records} >= {"fedsilo", "flower", "ceiling"}
+    for record in records:
+        assert record["k"] == 10 and record["n"] == 100_000 and record["gb_per_s"] > 0
+        assert all(not isinstance(v, dict | list) for v in record.values())  # flat
+    assert any("accept" in r["path"] for r in records)
+    assert found.with_suffix(".md").read_text().startswith("# Benchmark results")
