@@ -9,18 +9,12 @@ Rows, all on the same updates in the same run (best of several repeats):
 - fedsilo aggregation layer only (accumulate + finalize): the same fold without validation or
   round bookkeeping, a lower bound for the server path.
 - ceiling: all updates pre-stacked in one matrix, `w @ X` (needs K models of memory).
-- Flower `aggregate`: flwr 1.42's `flwr/server/strategy/aggregate.py::aggregate`, reproduced
-  line for line: every float32 layer multiplied by its client's integer example count (so it
-  stays float32), summed with `reduce(np.add, ...)`, divided by the total count.
-- Flower `aggregate_inplace` (the default of flwr's legacy FedAvg, `inplace=True`): scaling
-  factors count / total, each update scaled in place and added into the first one.
-- Flower `aggregate_arrayrecords` (flwr/serverapp/strategy/strategy_utils.py, what the
-  Message API's FedAvg uses): `acc += value.numpy() * (count / total)`, a fresh temporary
-  per update.
-
-The Flower functions are copied from flwr 1.42's source with their input as arrays: the
-deserialisation of each reply (`parameters_to_ndarrays`, `Array.numpy()`) is left out, as
-fedsilo's transport decoding is left out of its rows.
+- Flower's own functions, imported from flwr in `.venv-flower` (`_flower_aggregate.py`, a
+  child process on the same updates drawn from the same seed): `aggregate` (every float32
+  layer times its integer example count, `reduce(np.add)`), `aggregate_inplace` (legacy
+  FedAvg's default: it deserialises each reply's Parameters, as Flower's server does, then
+  scales and adds in place) and `aggregate_arrayrecords` (the Message API's FedAvg, on
+  RecordDicts; `Array.numpy()` per update). Without `.venv-flower` these rows are skipped.
 
 fedsilo clients multiply by their weight on their side (the layer's `encode`), so the server
 receives weighted updates; Flower's server receives raw updates and weights them itself. Every
@@ -33,88 +27,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-import tracemalloc
-from collections.abc import Callable
-from functools import partial, reduce
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _timing import Job, best_of, peak_extra  # noqa: E402  (benchmarks/ is the path)
 
 from fedsilo.algorithms.fedavg import fedavg
 from fedsilo.core.messages import Reply
 from fedsilo.core.params import spec_of as strategy_spec
 
-Job = tuple[Callable[[Any], Any], Callable[[], Any]]  # (timed call, untimed setup of its input)
 
-
-def best_of(job: Job, repeat: int) -> float:
-    """The fastest of `repeat` calls, in seconds (each one's input set up untimed)."""
-    fn, setup = job
-    times = []
-    for _ in range(repeat):
-        arg = setup()
-        t = time.perf_counter()
-        fn(arg)
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
-def peak_extra(job: Job) -> int:
-    """Peak bytes allocated during one call (numpy reports its buffers to tracemalloc)."""
-    fn, setup = job
-    arg = setup()
-    tracemalloc.start()
-    fn(arg)
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    return peak
-
-
-def flower_aggregate(results: list[tuple[list[np.ndarray], int]]) -> list[np.ndarray]:
-    """flwr 1.42 flwr/server/strategy/aggregate.py `aggregate`, unchanged."""
-    num_examples_total = sum(num_examples for (_, num_examples) in results)
-    weighted_weights = [[layer * num_examples for layer in weights]
-                        for weights, num_examples in results]
-    return [reduce(np.add, layer_updates) / num_examples_total
-            for layer_updates in zip(*weighted_weights)]
-
-
-def flower_aggregate_inplace(results: list[tuple[list[np.ndarray], int]]) -> list[np.ndarray]:
-    """flwr 1.42 `aggregate_inplace` (FedAvg's default), unchanged but for the input: arrays
-    instead of serialised FitRes (deserialising, left out here, makes fresh arrays, so the
-    caller passes fresh copies, made untimed)."""
-    num_examples_total = sum(n for (_, n) in results)
-    scaling_factors = np.asarray([n / num_examples_total for _, n in results])
-
-    def _try_inplace(x, y, np_binary_op):
-        return (np_binary_op(x, y, out=x) if np.can_cast(y, x.dtype, casting="same_kind")
-                else np_binary_op(x, np.array(y, x.dtype), out=x))
-
-    params = [_try_inplace(x, scaling_factors[0], np_binary_op=np.multiply)
-              for x in results[0][0]]
-    for i, (arrays, _) in enumerate(results[1:], start=1):
-        res = (_try_inplace(x, scaling_factors[i], np_binary_op=np.multiply)
-               for x in arrays)
-        params = [reduce(partial(_try_inplace, np_binary_op=np.add), layer_updates)
-                  for layer_updates in zip(params, res)]
-    return params
-
-
-def flower_aggregate_arrayrecords(results: list[tuple[list[np.ndarray], int]]
-                                  ) -> list[np.ndarray]:
-    """flwr 1.42 `aggregate_arrayrecords` (Message API FedAvg), on arrays."""
-    total_weight = sum(float(n) for _, n in results)
-    aggregated: dict[int, np.ndarray] = {}
-    for arrays, n in results:
-        weight = n / total_weight
-        for key, value in enumerate(arrays):
-            if key not in aggregated:
-                aggregated[key] = value * weight
-            else:
-                aggregated[key] += value * weight
-    return [np.asarray(v) for v in aggregated.values()]
+def flower_rows(k: int, n: int, repeat: int) -> list[dict[str, Any]]:
+    """Flower's own aggregation functions on the same updates (its venv's Python), or none
+    when `.venv-flower` is absent."""
+    python = Path(__file__).resolve().parents[1] / ".venv-flower" / "bin" / "python"
+    if not python.exists():
+        print("  (Flower rows skipped: no .venv-flower; see README's benchmark set-up)")
+        return []
+    out = subprocess.run([str(python), str(Path(__file__).with_name("_flower_aggregate.py")),
+                          str(k), str(n), str(repeat)], capture_output=True, text=True,
+                         check=True)
+    return list(json.loads(out.stdout))
 
 
 def main() -> None:
@@ -152,12 +87,9 @@ def main() -> None:
 
     stacked = np.stack([e["w"] for e in encoded])
     w32 = np.ones(a.k, np.float32)
-    results = [([x], c) for x, c in zip(raw, counts)]
+
     def nothing() -> None:
         return None
-
-    def fresh() -> list[tuple[list[np.ndarray], int]]:
-        return [([x.copy()], c) for x, c in zip(raw, counts)]
 
     rows: list[tuple[str, str, Job, int]] = [
         ("fedsilo", "server path: accept (validate + fold) per reply, then commit",
@@ -165,13 +97,7 @@ def main() -> None:
         ("fedsilo", "aggregation layer only: accumulate + finalize, no validation",
          (layer_only, nothing), a.repeat),
         ("ceiling", "pre-stacked w @ X (K models in memory)",
-         (lambda _: w32 @ stacked, nothing), a.repeat),
-        ("flower", "flwr aggregate(): list of count-weighted arrays, reduce(np.add)",
-         (lambda _: flower_aggregate(results), nothing), a.repeat),
-        ("flower", "flwr aggregate_inplace() (FedAvg default), fresh input arrays",
-         (flower_aggregate_inplace, fresh), a.repeat),
-        ("flower", "flwr aggregate_arrayrecords() (Message API FedAvg)",
-         (lambda _: flower_aggregate_arrayrecords(results), nothing), a.repeat)]
+         (lambda _: w32 @ stacked, nothing), a.repeat)]
     gbytes = a.k * a.n * 4 / 1e9
     print(f"K={a.k} clients x N={a.n:,} float32 = {gbytes * 1e3:.0f} MB of client input "
           f"(each row: the best of {a.repeat} calls)")
@@ -184,6 +110,12 @@ def main() -> None:
                         "peak_extra_mib": peak / 2**20})
         print(f"  {system:<8} {path:<66} {seconds * 1e3:8.1f} ms {gbytes / seconds:6.1f} GB/s"
               f"  peak extra {peak / 2**20:7.1f} MiB", flush=True)
+    flower = flower_rows(a.k, a.n, a.repeat)
+    for r in flower:
+        r.update(gb_per_s=gbytes / (r["ms"] / 1e3), k=a.k, n=a.n)
+        print(f"  {'flower':<8} {r['path']:<66} {r['ms']:8.1f} ms {r['gb_per_s']:6.1f} GB/s"
+              f"  peak extra {r['peak_extra_mib']:7.1f} MiB", flush=True)
+    records += flower
     print(f"  (one model is {a.n * 4 / 2**20:.1f} MiB; all updates are "
           f"{a.k * a.n * 4 / 2**20:.0f} MiB. accept reads each update twice: validation, "
           f"then the fold)")
