@@ -4,7 +4,7 @@
 #    chromium + chromium-driver (dashboard tests in headless Chromium), postgresql (run-store
 #    tests on a real PostgreSQL server); without them those tests skip, saying why;
 #  - a virtual environment .venv with fedsilo, its dev extras (pytest, ruff, mypy, selenium)
-#    and the xgboost extra (federated trees).
+#    the xgboost extra (federated trees) and the ray extra (the Ray simulation backend).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,4 +26,4 @@ fi
 
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e '.[dev,xgboost]'
+.venv/bin/pip install -q -e '.[dev,xgboost,ray]'
