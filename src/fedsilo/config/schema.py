@@ -531,6 +531,30 @@ class CommitSection(_Section):
     max_staleness: int | None = Field(default=None, ge=0)
 
 
+class SimulationSection(_Section):
+    """Where a simulation's institutions run. 'inprocess' (the default): each in this
+    process, one task at a time. 'ray': in a pool of Ray actors (`pip install
+    'fedsilo[ray]'`), `actors` of them (default: the cluster's CPUs over each actor's
+    `resources`, e.g. {num_cpus = 1}), each loading and training many institutions in turn;
+    `address` "auto", "ray://host:port" or "host:port" joins a running cluster (unset: a
+    local one is started); a task whose actor dies is run again on its replacement up to
+    `retries` times, then counted as dropped (docs/ray.md)."""
+
+    backend: Literal["inprocess", "ray"] = "inprocess"
+    address: str | None = None
+    actors: int | None = Field(default=None, ge=1)
+    resources: dict[str, float] = {}
+    retries: int = Field(default=1, ge=0)
+
+    @field_validator("resources")
+    @classmethod
+    def _positive(cls, resources: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, v in resources.items() if v < 0]
+        if bad:
+            raise ValueError(f"simulation.resources: {bad} must be >= 0")
+        return resources
+
+
 class RunConfig(_Section):
     """A whole simulation: run, data, model, client, strategy sections."""
 
@@ -549,7 +573,34 @@ class RunConfig(_Section):
     logging: LoggingSection = Field(default_factory=LoggingSection)
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
     vertical: VerticalSection | None = None
+    simulation: SimulationSection = Field(default_factory=SimulationSection)
     base_dir: Path = Path(".")
+
+    @model_validator(mode="after")
+    def _ray_fits(self) -> RunConfig:
+        """The Ray backend carries plain tasks and replies: what keeps secrets in the
+        simulation's one process (the simulated CA's keys for a secure sum), runs its own
+        processes (XGBoost's tracker, vertical protocols) or wraps institutions in the
+        server's process (attacks) is refused, naming the reason."""
+        if self.simulation.backend != "ray":
+            return self
+        asked = []
+        if self.aggregation.secure != "none":
+            asked.append(f"aggregation.secure = {self.aggregation.secure!r}")
+        if self.run.mode == "vertical":
+            asked.append("run.mode = 'vertical'")
+        if self.model.kind == "xgboost":
+            asked.append("model.kind = 'xgboost'")
+        if self.attack.fraction:
+            asked.append("attack.fraction")
+        if asked:
+            raise ValueError(f"simulation.backend = 'ray' runs plain horizontal rounds: "
+                             f"{asked} cannot run on it (secure sums keep the simulated "
+                             f"certificate authority's keys and masks in one process; XGBoost "
+                             f"and vertical runs start their own processes; attacks wrap "
+                             f"institutions in the server's process): use backend = "
+                             f"'inprocess' (docs/ray.md)")
+        return self
 
     @model_validator(mode="after")
     def _vertical_fits(self) -> RunConfig:

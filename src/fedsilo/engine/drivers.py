@@ -1,11 +1,13 @@
 """Drivers: thin loops that carry a flow's tasks and replies (engine/flow.py) over a
 transport, under a clock the config names.
 
-- virtual (simulation): each task runs in process when sent. Under a `VirtualClock` a fit
-  reply arrives at now + its simulated duration (replies due at the same instant arrive
-  together); other tasks, and every task of a synchronous run, arrive at once, one after
-  another in the order sent (so a round's replies are folded as they are made: server
-  memory O(model)). Deterministic: the same seed, the same timeline.
+- virtual (simulation): each task runs in process when sent (a pool transport, e.g. Ray's,
+  starts an outbox's tasks at once, in parallel, and hands their replies back in the order
+  sent, so the run is the same as in process; a task it lost counts as past its deadline).
+  Under a `VirtualClock` a fit reply arrives at now + its simulated duration (replies due
+  at the same instant arrive together); other tasks, and every task of a synchronous run,
+  arrive at once, one after another in the order sent (so a round's replies are folded as
+  they are made: server memory O(model)). Deterministic: the same seed, the same timeline.
 - wall (deployment, or a real-time simulation): tasks go to the institutions; replies are
   handed over as they arrive; a task unanswered for `round_timeout` seconds is withdrawn.
 """
@@ -33,7 +35,7 @@ from fedsilo.engine.flow import (
     RunSettings,
     round_flow,
 )
-from fedsilo.errors import AggregationError
+from fedsilo.errors import AggregationError, TaskLost
 
 
 def train(strategy: Strategy, transport: ServerTransport | Caller, initial: Params,
@@ -70,24 +72,39 @@ def drive_virtual(flow: Flow, transport: Caller, clock: VirtualClock | None,
     seq = 0
     at_once: deque[Task] = deque()
     due: list[tuple[float, int, Reply]] = []
+    lost: list[str] = []  # tasks a pool transport lost: expired at the next event
+    start = getattr(transport, "start", None)  # a pool's: begin an outbox's tasks at once
     flow.send(None)  # type: ignore[arg-type]
     event = Event(now, clients)
     while True:
         out = _step(flow, event, transport)
         if isinstance(out, RunHistory):
             return out
+        if start is not None and out.tasks:
+            start(out.tasks)
         for task in out.tasks:
             if clock is None or task.kind is not TaskKind.FIT:
                 at_once.append(task)
                 continue
-            reply = transport.call(task)
+            try:
+                reply = transport.call(task)
+            except TaskLost:
+                lost.append(task.task_id)
+                continue
             seconds = clock.duration(task.client_id,
                                      examples_processed(task.config, reply.num_examples),
                                      task.round)
             heapq.heappush(due, (out.since.get(task.task_id, now) + seconds, seq, reply))
             seq += 1
         if at_once:
-            event = Event(now, clients, (transport.call(at_once.popleft()),))
+            task = at_once.popleft()
+            try:
+                event = Event(now, clients, (transport.call(task),), tuple(lost))
+            except TaskLost:
+                event = Event(now, clients, (), (*lost, task.task_id))
+            lost = []
+        elif lost:
+            event, lost = Event(now, clients, (), tuple(lost)), []
         elif due:
             now = due[0][0]
             batch = []

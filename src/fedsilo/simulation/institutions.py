@@ -78,3 +78,17 @@ def load_with(loader: str, name: str, args: Mapping[str, Any]) -> Table:
         raise DataError(f"{where} failed with {type(e).__name__} (details in this "
                         f"institution's log: the text may quote data)") from None
     return as_source(obj, where)
+
+
+def load_table(cfg: RunConfig, name: str) -> Table:
+    """Institution `name`'s table alone, where the config gives each its own source (a
+    file, or the run's loader); a partitioned CSV is read whole by `load_tables`."""
+    d = cfg.data
+    found = [i for i in d.institutions if i.name == name]
+    if not found:
+        raise DataError(f"no institution '{name}' in [[data.institutions]]")
+    i = found[0]
+    if d.loader is not None:
+        return load_with(d.loader, name, {
+            **d.loader_args, "path": str(cfg.resolve(i.path)) if i.path else None})
+    return read_source(cfg.resolve(str(i.path)), d.columns, d.na_values)

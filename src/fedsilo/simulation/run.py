@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from fedsilo.config.build import build_clock, build_schema
 from fedsilo.config.schema import PrivacySection, RunConfig
 from fedsilo.data.checks import check_table
 from fedsilo.data.prepare import InstitutionSplit, Table, local_data, pooled
+from fedsilo.data.schema import Schema
 from fedsilo.engine.events import Listener
 from fedsilo.engine.flow import RunHistory
 from fedsilo.errors import DataError
@@ -30,6 +32,9 @@ from fedsilo.session import SessionResult, run_session
 from fedsilo.simulation.attacks import with_attackers
 from fedsilo.simulation.institutions import load_tables
 from fedsilo.transport.inprocess import Handler, InProcessTransport
+
+if TYPE_CHECKING:
+    from fedsilo.simulation.ray_backend import RayTransport
 
 PhaseListener = Callable[[str, int], Listener | None]
 
@@ -65,6 +70,8 @@ def run_simulation(cfg: RunConfig, phase: PhaseListener | None = None, write: bo
     """
     torch.set_num_threads(cfg.run.torch_threads)
     phase = phase or (lambda name, rounds: None)
+    if cfg.simulation.backend == "ray":
+        return _on_ray(cfg, phase, write, tables)
     tables = dict(tables) if tables is not None else load_tables(cfg)
     if not tables:
         raise DataError("no institutions: the data source holds no table")
@@ -79,6 +86,40 @@ def run_simulation(cfg: RunConfig, phase: PhaseListener | None = None, write: bo
     if cfg.attack.fraction:
         handlers, _ = with_attackers(institutions, cfg.attack.fraction, cfg.attack.kind,
                                      cfg.attack.scale, cfg.run.seed)
+    return _federate(cfg, InProcessTransport(handlers), schema, public, phase, write,
+                     lambda: institutions)
+
+
+def _on_ray(cfg: RunConfig, phase: PhaseListener, write: bool,
+            tables: Mapping[str, Table] | None) -> SimulationResult:
+    """The same run with the institutions on a pool of Ray actors (simulation/ray_backend.py);
+    the local-only and pooled references (which put data in one place by definition) train
+    here, in process, on tables read here."""
+    from fedsilo.simulation.ray_backend import RayTransport, Source, require_ray
+
+    ray = require_ray()
+    pool = RayTransport(Source(cfg, None if tables is None else
+                               {n: ray.put(t) for n, t in tables.items()}), cfg.simulation)
+    try:
+        if not pool.names:
+            raise DataError("no institutions: the data source holds no table")
+        secret, public = _keys(cfg, pool.names, signed=write)
+        pool.open(secret)
+
+        def here() -> dict[str, Institution]:
+            local = dict(tables) if tables is not None else load_tables(cfg)
+            return {n: Institution(n, t) for n, t in sorted(local.items())}
+
+        return _federate(cfg, pool, pool.schema, public, phase, write, here)
+    finally:
+        pool.close()
+
+
+def _federate(cfg: RunConfig, transport: InProcessTransport | RayTransport, schema: Schema,
+              public: dict[str, bytes], phase: PhaseListener, write: bool,
+              institutions: Callable[[], Mapping[str, Institution]]) -> SimulationResult:
+    """The federated session over `transport`, the references (`institutions`: the
+    institutions in this process), the run's record."""
     recorder = None
     if write:  # the store (SQLAlchemy) is imported only for a run that is recorded
         from fedsilo.store.recorder import start_run
@@ -86,10 +127,11 @@ def run_simulation(cfg: RunConfig, phase: PhaseListener | None = None, write: bo
         recorder = start_run(cfg, cfg.primary_metric())
     try:
         run_id = recorder.run_id if recorder is not None else cfg.run.name
-        session = run_session(cfg, InProcessTransport(handlers), schema, run_id,
+        session = run_session(cfg, transport, schema, run_id,
                               listener=phase("federated", cfg.run.rounds), keys=public,
                               recorder=recorder, clock=build_clock(cfg, "virtual"))
-        comparison = _compare(cfg, institutions, session, phase) if cfg.run.compare else None
+        comparison = (_compare(cfg, institutions(), session, phase) if cfg.run.compare
+                      else None)
         result = SimulationResult(cfg, session.history, comparison,
                                   session.preprocessor.feature_names)
         if recorder is not None:  # "finished" only once the model and results are on disk
