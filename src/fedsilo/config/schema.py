@@ -540,11 +540,11 @@ class SimulationSection(_Section):
     local one is started); a task whose actor dies is run again on its replacement up to
     `retries` times, then counted as dropped (docs/ray.md)."""
 
-    backend: Literal["inprocess", "ray"] = "inprocess"
-    address: str | None = None
-    actors: int | None = Field(default=None, ge=1)
-    resources: dict[str, float] = {}
-    retries: int = Field(default=1, ge=0)
+    backend: Literal["inprocess", "ray"] = "inprocess"  # where the institutions run
+    address: str | None = None  # Ray: "auto", "ray://host:port", "host:port"; unset: a local one
+    actors: int | None = Field(default=None, ge=1)  # Ray actors (default: CPUs / resources)
+    resources: dict[str, float] = {}  # each actor's Ray resources, e.g. {num_cpus = 1}
+    retries: int = Field(default=1, ge=0)  # re-runs of a task whose actor died, then dropped
 
     @field_validator("resources")
     @classmethod
