@@ -24,7 +24,9 @@ def test_quick_run_of_one_benchmark_writes_the_machine_and_records(tmp_path: Pat
     assert machine["numpy"] and "cpu" in machine
     assert [r["benchmark"] for r in results["runs"]] == ["aggregation_throughput"]
     records = results["aggregation_throughput"]
-    assert {r["system"] for r in records} >= {"fedsilo", "flower", "ceiling"}
+    # Flower's rows run its own functions in .venv-flower, when that venv exists
+    flower = {"flower"} if (ROOT / ".venv-flower" / "bin" / "python").exists() else set()
+    assert {r["system"] for r in records} == {"fedsilo", "ceiling"} | flower
     for record in records:
         assert record["k"] == 10 and record["n"] == 100_000 and record["gb_per_s"] > 0
         assert all(not isinstance(v, dict | list) for v in record.values())  # flat
