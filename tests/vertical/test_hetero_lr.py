@@ -134,8 +134,10 @@ def test_wire_carries_no_features_labels_or_gradients(cancer, binary_run):
     rng = np.random.default_rng(0)
     needles = []
     for X in blocks.values():
-        for i, j in zip(rng.integers(0, len(X), 6), rng.integers(0, X.shape[1], 6)):
-            needles += [np.float64(X[i, j]).tobytes(), np.float32(X[i, j]).tobytes()]
+        for i, j in zip(rng.integers(0, len(X), 6), rng.integers(0, X.shape[1] - 2, 6)):
+            # 8 bytes or more: a 4-byte needle would turn up by chance in megabytes of
+            # ciphertext (about 1 run in 20)
+            needles += [np.float64(X[i, j]).tobytes(), X[i, j:j + 3].astype(np.float32).tobytes()]
         needles.append(X[:3].astype(np.float64).tobytes()[:24])
     for b in list(batch_order(len(ytr), 64, 3, 1))[:5]:
         for dtype in (np.float64, np.float32):
