@@ -25,9 +25,21 @@ from __future__ import annotations
 
 
 class FedsiloError(Exception):
-    """Base of every error fedsilo raises on purpose."""
+    """Base of every error fedsilo raises on purpose. `public`: the reason an institution may
+    send out, where the message itself quotes its data (e.g. example IDs for the user at the
+    console); without it the message is the reason."""
 
     code = "fedsilo_error"
+
+    def __init__(self, *args: object, public: str | None = None) -> None:
+        super().__init__(*args)
+        self.public = public
+
+    @property
+    def reason(self) -> str:
+        """What may leave the institution: `public`, else the message."""
+        public = getattr(self, "public", None)  # a subclass may not call this __init__
+        return public if public is not None else str(self)
 
 
 class ConfigError(FedsiloError):

@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fedsilo.aggregation.secure.crypto import keypair
@@ -249,3 +250,21 @@ def test_a_member_sending_a_malformed_reply_stops_the_run_with_a_reason(
                                          keys=ca.keys("laboratory"), stage=stage, forge=forge)}
     with pytest.raises(ProtocolError, match=reason):
         run_vertical_session(open_spec(cfg), InProcessTransport(institutions), "run-forged")
+
+
+@pytest.mark.parametrize("mangle, said", [
+    (lambda t: pd.concat([t, t.iloc[[5]]]), "occur more than once"),  # a duplicated ID
+    (lambda t: t.assign(patient_id=t["patient_id"].str.replace("-", "")), "have the shape"),
+])
+def test_a_psi_refusal_reaches_the_server_without_the_ids_it_quotes(mangle, said) -> None:
+    """The party's own message names example IDs (for its log and console); the reason it
+    sends out names only counts and the IDs' shape."""
+    cfg, _, tables = federation()
+    ca = SimulatedCA()
+    tables = {**tables, "laboratory": mangle(tables["laboratory"])}
+    institutions = {n: Institution(n, t, keys=ca.keys(n)) for n, t in tables.items()}
+    with pytest.raises(AggregationError, match=said) as refused:
+        run_vertical_session(open_spec(cfg), InProcessTransport(institutions), "run-psi")
+    reason = str(refused.value)
+    quoted = set(tables["laboratory"]["patient_id"]) | set(tables["hospital"]["patient_id"])
+    assert not any(x in reason for x in quoted), reason

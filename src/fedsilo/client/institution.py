@@ -169,7 +169,7 @@ class Institution:
             return self.signed(task, party.handle(task))  # what it sent, signed
         except FedsiloError as e:
             log.warning("institution '%s': %s: %s", self.name, task.stage.stage, e)
-            return self._refusal(task, ErrorInfo(e.code, _without_examples(str(e))))
+            return self._refusal(task, ErrorInfo(e.code, e.reason))  # examples stay here
         except Exception as e:  # noqa: BLE001  (its text may quote data: it stays in the log)
             log.exception("institution '%s': %s failed", self.name, task.stage.stage)
             return self._refusal(task, ErrorInfo(ConfigError.code, f"{task.stage.stage} failed "
@@ -254,14 +254,6 @@ class Institution:
             encoder = build_aggregator(setup["aggregator"], self._keys)
             self._clients = {key: Client(self.name, trainer, encoder)}
         return self._clients[key]
-
-
-def _without_examples(reason: str) -> str:
-    """A PSI refusal without the IDs it quotes as examples (they stay in the local log)."""
-    for marker in (" IDs look like ", " (e.g. "):
-        if marker in reason:
-            return reason.split(marker)[0] + " (examples in this institution's log)"
-    return reason
 
 
 def _data_settings(config: Mapping[str, Any]) -> tuple[str, Schema, Mapping[str, Any], float,

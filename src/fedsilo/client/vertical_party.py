@@ -50,34 +50,21 @@ class Spec:
 
     parties: tuple[str, ...]  # the top's input order: the label holder first
     label_holder: str
-    id: str
-    target: str
-    positive_above: float | None
-    exclude: tuple[str, ...]
-    test_fraction: float
-    seed: int
+    layout: Layout
     recipe: Recipe
 
     @classmethod
     def from_dict(cls, raw_spec: Mapping[str, Any]) -> Spec:
         try:
             spec = cls(tuple(str(p) for p in raw_spec["parties"]), str(raw_spec["label_holder"]),
-                       str(raw_spec["id"]), str(raw_spec["target"]),
-                       None if raw_spec.get("positive_above") is None
-                       else float(raw_spec["positive_above"]),
-                       tuple(str(c) for c in raw_spec.get("exclude") or ()),
-                       float(raw_spec["test_fraction"]), int(raw_spec["seed"]),
-                       Recipe.from_dict(raw_spec["recipe"]))
+                       Layout.from_dict(raw_spec["layout"]), Recipe.from_dict(raw_spec["recipe"]))
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"vertical run: the open task is malformed: {e!r}") from None
         if spec.parties[:1] != (spec.label_holder,):
             raise ConfigError("vertical run: the label holder must come first")
+        if spec.layout.task != spec.recipe.task:
+            raise ConfigError("vertical run: the layout and the recipe name different tasks")
         return spec
-
-    @property
-    def layout(self) -> Layout:
-        return Layout(self.id, self.target, self.recipe.task, self.positive_above,
-                      self.exclude, self.test_fraction, self.seed)
 
     def check(self, policy: SitePolicy | None, party: str) -> None:
         """Refuse, before reading any data, a run this party's policy does not allow."""
@@ -237,15 +224,18 @@ class VerticalParty:
         return self._model
 
     def _apply_sums(self, task: Task, due: bool) -> None:
-        """Apply the arbiter's sums for this party's last gradient request (`due`: there is
-        one, and the task must carry them; else it must not)."""
-        sums = sorted((k for k in task.params if k.startswith("sums.")),
-                      key=lambda k: int(k.split(".")[1]) if k.split(".")[1].isdigit() else -1)
-        if bool(sums) != due:
+        """Apply the arbiter's sums (`sums.0`, `sums.1`, ...) for this party's last gradient
+        request (`due`: there is one, and the task must carry them; else it must not)."""
+        count = sum(k.startswith("sums.") for k in task.params)
+        if bool(count) != due:
             raise ProtocolError("vertical run: the arbiter's sums are " +
                                 ("missing" if due else "unexpected"))
-        if sums:
-            replies = [np.asarray(task.params[k], np.float64) for k in sums]
+        if count:
+            try:
+                replies = [np.asarray(task.params[f"sums.{i}"], np.float64)
+                           for i in range(count)]
+            except KeyError:
+                raise ProtocolError("vertical run: the arbiter's sums are misnumbered") from None
             self._hetero().apply_gradient(replies, self.spec.recipe.lr)
 
     def _step(self, task: Task) -> tuple[int, np.ndarray]:

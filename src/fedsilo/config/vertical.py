@@ -44,10 +44,7 @@ def open_spec(cfg: RunConfig) -> dict[str, Any]:
     assert cfg.vertical is not None and cfg.data.id is not None
     holder = cfg.vertical.label_holder
     others = sorted(i.name for i in cfg.data.institutions if i.name != holder)
-    d = cfg.data
-    return {"parties": [holder, *others], "label_holder": holder, "id": d.id,
-            "target": d.target, "positive_above": d.positive_above, "exclude": list(d.exclude),
-            "test_fraction": d.test_fraction, "seed": cfg.run.seed,
-            "recipe": vertical_recipe(cfg).to_dict()}
+    return {"parties": [holder, *others], "label_holder": holder,
+            "layout": vertical_layout(cfg).to_dict(), "recipe": vertical_recipe(cfg).to_dict()}
 
 

@@ -21,6 +21,7 @@ from fedsilo.core.transport import ServerTransport
 from fedsilo.engine.stages import ask_all
 from fedsilo.errors import ConfigError, ProtocolError
 from fedsilo.vertical import stages as st
+from fedsilo.vertical.local import Layout, held_out_count
 from fedsilo.vertical.protocols import Recipe
 
 PSI_BYTES = 1 << 30      # a PSI reply: 32 bytes per ID (and the AES-GCM overhead)
@@ -83,7 +84,7 @@ def run_vertical_session(spec: Mapping[str, Any], transport: ServerTransport, ru
         ConfigError: a party is not connected, or the protocol cannot be deployed.
         AggregationError: a party refused a stage (its reason).
     """
-    recipe = Recipe.from_dict(spec["recipe"])
+    recipe, layout = Recipe.from_dict(spec["recipe"]), Layout.from_dict(spec["layout"])
     if recipe.protocol == "trees":
         raise ConfigError("vertical XGBoost runs in simulation only in this release (fedsilo "
                           "run); deploy Hetero-LR (logistic/linear regression) or split "
@@ -133,7 +134,7 @@ def run_vertical_session(spec: Mapping[str, Any], transport: ServerTransport, ru
                             f"({sorted(map(str, counts))})")
     shared = int(counts.pop() or 0)
     columns = {p: int(shape[p][1]) for p in parties}  # type: ignore[arg-type]
-    train_rows = shared - math.ceil(float(spec["test_fraction"]) * shared)
+    train_rows = shared - held_out_count(shared, layout.test_fraction)
     batches = _batch_sizes(train_rows, recipe)
     start = time.monotonic()
     if arbiter is not None:

@@ -326,12 +326,7 @@ class RayTransport:
                 log.warning("%s", e)
 
     def next_reply(self, timeout: float) -> Reply | None:
-        while self._open:
-            try:
-                return self._collect(next(iter(self._open)))
-            except TaskLost as e:
-                log.warning("%s", e)
-        return None
+        return next(self.poll(timeout), None)
 
     def withdraw(self, task_ids: Sequence[str]) -> None:
         for task_id in task_ids:

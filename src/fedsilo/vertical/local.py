@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,7 @@ import pandas as pd
 from fedsilo.core.rng import derive_seed, generator
 from fedsilo.data.preprocessing import binarize_target
 from fedsilo.data.schema import Schema
-from fedsilo.errors import DataError
+from fedsilo.errors import ConfigError, DataError
 
 
 def common_order(ids: Sequence[str], seed: int) -> list[int]:
@@ -32,8 +33,13 @@ def held_out_rows(n: int, fraction: float, seed: int) -> np.ndarray:
     if n < 4:
         raise DataError(f"only {n} shared rows with a label: too few to train and test")
     test = np.zeros(n, bool)
-    test[generator(seed, "vertical", "split").permutation(n)[:math.ceil(fraction * n)]] = True
+    test[generator(seed, "vertical", "split").permutation(n)[:held_out_count(n, fraction)]] = True
     return test
+
+
+def held_out_count(n: int, fraction: float) -> int:
+    """How many of `n` shared rows are held out (the server derives the training rows)."""
+    return math.ceil(fraction * n)
 
 
 def model_seed(seed: int) -> int:
@@ -67,6 +73,21 @@ class Layout:
     exclude: tuple[str, ...]
     test_fraction: float
     seed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "exclude": list(self.exclude)}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Layout:
+        """Raises: ConfigError, naming what is malformed."""
+        try:
+            above = raw.get("positive_above")
+            return cls(str(raw["id"]), str(raw["target"]), str(raw["task"]),
+                       None if above is None else float(above),
+                       tuple(str(c) for c in raw.get("exclude") or ()),
+                       float(raw["test_fraction"]), int(raw["seed"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"vertical layout is malformed: {e!r}") from None
 
 
 @dataclass(frozen=True)

@@ -259,10 +259,11 @@ class PsiParty:
         if dup:
             first = dup[0]
             rows = [k for k, x in enumerate(self.ids) if x == first][:3]
+            advice = "PSI aligns one row per ID: deduplicate or aggregate the rows first"
             raise DataError(
                 f"{self.name}: {len(dup):,} ID(s) occur more than once (e.g. {first!r} at rows "
-                f"{', '.join(map(str, rows))}); PSI aligns one row per ID: deduplicate or "
-                f"aggregate the rows first")
+                f"{', '.join(map(str, rows))}); {advice}",
+                public=f"{self.name}: {len(dup):,} ID(s) occur more than once; {advice}")
 
 
 def id_pattern(item: str) -> str:
@@ -286,10 +287,11 @@ def check_overlap(ids: Sequence[str], matched: Iterable[int], peer_size: int, na
     patterns = Counter(id_pattern(x) for x in missing).most_common(2)
     shape = "; ".join(f"{p!r} for {c:,}" for p, c in patterns)
     examples = ", ".join(repr(x) for x in missing[:2])
-    raise DataError(
-        f"{name}: {len(matched):,} of {n:,} IDs are shared with {peer}. IDs look like "
-        f"{examples} here (shape {shape}): check formatting (leading zeros, prefixes, case, "
-        f"whitespace) and that both sides use the same ID column")
+    shared = f"{name}: {len(matched):,} of {n:,} IDs are shared with {peer}."
+    advice = ("check formatting (leading zeros, prefixes, case, whitespace) and that both "
+              "sides use the same ID column")
+    raise DataError(f"{shared} IDs look like {examples} here (shape {shape}): {advice}",
+                    public=f"{shared} IDs here have the shape {shape}: {advice}")
 
 
 def intersect(parties: Mapping[str, Sequence[str]], salt: bytes | None = None, *,
