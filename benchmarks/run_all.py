@@ -266,6 +266,11 @@ def main() -> None:
         print("matplotlib is not installed: no plots")
     print(f"\nwrote {path}, {a.out / f'{stem}.md'}" +
           "".join(f", {q}" for q in plots))
+    if not a.quick and a.out.resolve() == (HERE / "results").resolve():
+        import summary  # README's section, from the newest results file
+
+        print("README's benchmark section:",
+              "rewritten" if summary.write_readme() else "unchanged")
     for line in ordered["skipped"]:
         print("skipped", line)
     failed = [r["benchmark"] for r in ordered["runs"] if r["returncode"] != 0]

@@ -11,6 +11,7 @@ the page's hand-copied tables (measured by the scripts they name) are what it sh
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -45,10 +46,19 @@ def table(records: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def render(results: dict[str, Any], name: str) -> str:
-    """The tables of one results file."""
-    out = ["## Latest results", "",
-           f"Measured results from `benchmarks/results/{name}` (the newest results file):", ""]
+def _summary(root: Path) -> Any:
+    """benchmarks/summary.py, the module that writes README's benchmark section."""
+    spec = importlib.util.spec_from_file_location("summary", root / "benchmarks" / "summary.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def render(results: dict[str, Any], name: str, summary: str = "") -> str:
+    """The tables of one results file, after README's summary of it."""
+    out = ["## Latest results", "", summary,
+           f"Every record of `benchmarks/results/{name}` (the newest results file):", ""]
     scalars = {k: v for k, v in results.items()
                if not (isinstance(v, list) and v and all(isinstance(r, dict) for r in v))
                and not isinstance(v, dict)}
@@ -72,7 +82,8 @@ def results_section(root: Path) -> str:
         return ("No machine-readable results are checked in yet (`benchmarks/results/` is "
                 "empty), so this page shows the tables measured by hand with the scripts "
                 "each one names.")
-    return render(json.loads(found.read_text()), found.name)
+    results = json.loads(found.read_text())
+    return render(results, found.name, _summary(root).render(results, found.name))
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
