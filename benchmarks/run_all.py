@@ -134,6 +134,7 @@ def run_one(name: str, quick: bool) -> dict[str, Any]:
         out = Path(tmp) / "out.json"
         cmd = [sys.executable, str(HERE / script), *args, "--json", str(out)]
         print(f"== {name}: {' '.join(cmd[1:-2])}", flush=True)
+        load_start = round(os.getloadavg()[0], 2)
         start = time.perf_counter()
         errors = Path(tmp) / "stderr.txt"
         lines: list[str] = []
@@ -147,7 +148,9 @@ def run_one(name: str, quick: bool) -> dict[str, Any]:
             proc.wait()
         seconds = time.perf_counter() - start
         run = {"benchmark": name, "args": " ".join([script, *args]),
-               "seconds": round(seconds, 1), "returncode": proc.returncode}
+               "seconds": round(seconds, 1), "returncode": proc.returncode,
+               "when": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+               "load_1m_start": load_start, "load_1m_end": round(os.getloadavg()[0], 2)}
         if proc.returncode != 0 or not out.exists():
             tail = (errors.read_text() or "".join(lines))[-1500:]
             print(f"   {name} failed ({proc.returncode}):\n{tail}", flush=True)

@@ -274,6 +274,11 @@ def render(res: dict[str, Any], name: str, images: str | None = None) -> str:
             f"{'; peers: ' + peers if peers else ''}. Same workload for every system in the "
             "same run" + ("; all tables: [docs/benchmarks.md](docs/benchmarks.md)." if images
                           else "."), ""]
+    runs = [f"{r['benchmark']} {r['when']} ({r['seconds']:.0f} s, load {r['load_1m_start']}"
+            f"→{r['load_1m_end']})" for r in res.get("runs", []) if "when" in r]
+    if runs:
+        head += ["Runs (1-minute load average at the start → end of each): "
+                 + "; ".join(runs) + ".", ""]
     if res.get("skipped"):
         head += ["Not run: " + "; ".join(res["skipped"]) + ".", ""]
     parts = [simulation(res), ray_scaling(res, images), round_scaling(res, images),
