@@ -197,10 +197,12 @@ def asynchronous(res: dict[str, Any]) -> list[str]:
     for data, method in dict.fromkeys((r["data"], r["method"]) for r in rows):
         if method == "sync FedAvg":
             continue
-        got = [r["speedup_vs_sync"] for r in rows if (r["data"], r["method"]) == (data, method)
-               and r.get("speedup_vs_sync")]
+        mine = [r for r in rows if (r["data"], r["method"]) == (data, method)]
+        got = [r["speedup_vs_sync"] for r in mine if r.get("speedup_vs_sync")]
         if got:
-            seeds = f"{len(got)} seed{'s' if len(got) > 1 else ''}"
+            seeds = (f"{len(mine)} seeds" if len(got) == len(mine)
+                     else f"{len(got)} of {len(mine)} seeds; in the rest sync or this method "
+                     "missed the target")
             table.append([data, method, f"{statistics.median(got):.1f}x "
                           f"({min(got):.1f}–{max(got):.1f}, {seeds})"])
     return out + _table(["data", "method", "speed-up"], table) + [""]
@@ -274,7 +276,7 @@ def render(res: dict[str, Any], name: str, images: str | None = None) -> str:
             f"{'; peers: ' + peers if peers else ''}. Same workload for every system in the "
             "same run" + ("; all tables: [docs/benchmarks.md](docs/benchmarks.md)." if images
                           else "."), ""]
-    runs = [f"{r['benchmark']} {r['when']} ({r['seconds']:.0f} s, load {r['load_1m_start']}"
+    runs = [f"{r['benchmark']} {r['when'][11:]} ({r['seconds']:.0f} s, load {r['load_1m_start']}"
             f"→{r['load_1m_end']})" for r in res.get("runs", []) if "when" in r]
     if runs:
         head += ["Runs (1-minute load average at the start → end of each): "
