@@ -14,7 +14,7 @@ import time
 t0 = time.perf_counter()
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from digits_task import LR, WORKLOADS, make_mlp, partitions, pooled_test  # noqa: E402
+from digits_task import WORKLOADS, accuracy, local_sgd, make_mlp, partitions, pooled_test  # noqa: E402
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict  # noqa: E402
 from flwr.clientapp import ClientApp  # noqa: E402
 from flwr.serverapp import Grid, ServerApp  # noqa: E402
@@ -46,17 +46,9 @@ def train(msg: Message, context: Context) -> Message:
     xtr, ytr, _, _ = data(int(context.node_config["partition-id"]))
     model = make_mlp()
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-    opt = torch.optim.SGD(model.parameters(), lr=LR)
-    x, y = torch.from_numpy(xtr), torch.from_numpy(ytr.astype(np.int64))
-    for _ in range(EPOCHS):
-        perm = torch.randperm(len(y))
-        for i in range(0, len(y), BATCH):
-            idx = perm[i:i + BATCH]
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
+    local_sgd(model, xtr, ytr, EPOCHS, BATCH)
     content = RecordDict({"arrays": ArrayRecord(model.state_dict()),
-                          "metrics": MetricRecord({"num-examples": len(y)})})
+                          "metrics": MetricRecord({"num-examples": len(ytr)})})
     return Message(content=content, reply_to=msg)
 
 
@@ -65,9 +57,8 @@ def evaluate(msg: Message, context: Context) -> Message:
     _, _, xte, yte = data(int(context.node_config["partition-id"]))
     model = make_mlp()
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-    with torch.no_grad():
-        acc = float((model(torch.from_numpy(xte)).argmax(1).numpy() == yte).mean())
-    content = RecordDict({"metrics": MetricRecord({"accuracy": acc, "num-examples": len(yte)})})
+    content = RecordDict({"metrics": MetricRecord({"accuracy": accuracy(model, xte, yte),
+                                                   "num-examples": len(yte)})})
     return Message(content=content, reply_to=msg)
 
 
@@ -88,9 +79,7 @@ def main(grid: Grid, context: Context) -> None:
         metrics = None
         if CENTRAL:
             model.load_state_dict(arrays.to_torch_state_dict())
-            with torch.no_grad():
-                acc = float((model(torch.from_numpy(x_all)).argmax(1).numpy() == y_all).mean())
-            metrics = MetricRecord({"accuracy": acc})
+            metrics = MetricRecord({"accuracy": accuracy(model, x_all, y_all)})
         STAMPS.append(time.perf_counter())
         return metrics
 

@@ -9,7 +9,12 @@ training returns the model unchanged.
 
 Flower's deployment runtime (1 SuperLink + 4 SuperNodes, `flwr run` of benchmarks/flower_app)
 runs the same dummy round in the same run when `.venv-flower` exists (see
-simulation_digits.py for how to make it).
+benchmarks/setup-peers.sh for how to make it).
+
+NVIDIA FLARE 2.9's POC deployment (`nvflare poc prepare -n 4` + `poc start` through the recipe
+API's `PocEnv`: provisioned, 1 server + 4 clients on loopback, mutual TLS over its HTTP
+driver) runs the same echo round in the same run when `.venv-nvflare` exists
+(benchmarks/_nvflare_round.py).
 
 One invocation measures the whole table: for each of `--repeats` repetitions, every size is
 run by every system in turn (interleaved, so a slow spell of the machine hits all of them);
@@ -17,7 +22,7 @@ each run gives the median of its rounds 1..R-1; the table gives the median (and 
 those over the repetitions, and each ratio is the median of the repetitions' ratios.
 
     python benchmarks/deployment_round.py [--sizes 1000 1000000 10000000] [--rounds 6]
-        [--repeats 3] [--json out.json]
+        [--repeats 3] [--skip-flower] [--skip-nvflare] [--json out.json]
 """
 
 from __future__ import annotations
@@ -117,6 +122,19 @@ def flower_rounds(n: int, rounds: int, bindir: Path, tmp: Path) -> list[float]:
             p.wait(30)
 
 
+def nvflare_rounds(n: int, rounds: int, python: Path) -> list[float]:
+    """NVFlare 2.9 POC: a fresh provisioned project, server + 4 clients, one FedAvg job of
+    `rounds` echo rounds (benchmarks/_nvflare_round.py); each round's seconds."""
+    proc = subprocess.run([str(python), str(HERE / "_nvflare_round.py"), str(n), str(rounds)],
+                          cwd=HERE, env={**os.environ, "PYTHONPATH": str(HERE)},
+                          capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        raise SystemExit(f"NVFlare's POC round failed ({proc.returncode}):\n"
+                         f"{(proc.stderr or proc.stdout)[-3000:]}")
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith('{"engine"')][-1]
+    return [float(x) for x in json.loads(line)["round_s"]]
+
+
 def _ms(values: list[float]) -> str:
     """'median (min–max)' in ms, or the one value."""
     med = statistics.median(values) * 1e3
@@ -132,9 +150,10 @@ def summary(n: int, runs: dict[str, list[float]]) -> dict[str, Any]:
         row[f"{system}_round_ms"] = statistics.median(values) * 1e3
         row[f"{system}_min_ms"], row[f"{system}_max_ms"] = min(values) * 1e3, max(values) * 1e3
     row["fedsilo_vs_raw"] = statistics.median(f / r for f, r in zip(runs["fedsilo"], runs["raw"]))
-    if "flower" in runs:
-        row["flower_vs_fedsilo"] = statistics.median(
-            w / f for w, f in zip(runs["flower"], runs["fedsilo"]))
+    for peer in ("flower", "nvflare"):
+        if peer in runs:
+            row[f"{peer}_vs_fedsilo"] = statistics.median(
+                w / f for w, f in zip(runs[peer], runs["fedsilo"]))
     return row
 
 
@@ -146,13 +165,21 @@ def main() -> None:
     p.add_argument("--flower-bin", type=Path, default=HERE.parent / ".venv-flower" / "bin",
                    help="bin folder of a venv with flwr 1.42 (skipped when absent)")
     p.add_argument("--skip-flower", action="store_true")
+    p.add_argument("--nvflare-python", type=Path,
+                   default=HERE.parent / ".venv-nvflare" / "bin" / "python",
+                   help="python of a venv with nvflare 2.9.0 (skipped when absent)")
+    p.add_argument("--skip-nvflare", action="store_true")
     p.add_argument("--json", type=Path, help="also write the records to this file")
     a = p.parse_args()
     with_flower = not a.skip_flower and (a.flower_bin / "flwr").exists()
+    with_nvflare = not a.skip_nvflare and a.nvflare_python.exists()
     skipped = [] if with_flower else [f"flower: --skip-flower or no flwr in {a.flower_bin}"]
+    if not with_nvflare:
+        skipped.append(f"nvflare: --skip-nvflare or no {a.nvflare_python} "
+                       "(bash benchmarks/setup-peers.sh makes it)")
+    peers = (("flower",) if with_flower else ()) + (("nvflare",) if with_nvflare else ())
     runs: dict[int, dict[str, list[float]]] = {
-        n: {s: [] for s in ("fedsilo", "raw") + (("flower",) if with_flower else ())}
-        for n in a.sizes}
+        n: {s: [] for s in ("fedsilo", "raw") + peers} for n in a.sizes}
     with tempfile.TemporaryDirectory() as tmp:
         kits = Path(tmp) / "kits"
         provision(Project("bench", "localhost", NAMES), kits)
@@ -171,16 +198,21 @@ def main() -> None:
                     got["flower"].append(statistics.median(
                         flower_rounds(n, a.rounds, a.flower_bin, Path(tmp))))
                     line += f" | Flower {got['flower'][-1] * 1e3:8.1f} ms"
+                if with_nvflare:
+                    got["nvflare"].append(statistics.median(
+                        nvflare_rounds(n, a.rounds, a.nvflare_python)[1:]))
+                    line += f" | NVFlare {got['nvflare'][-1] * 1e3:8.1f} ms"
                 print(line, flush=True)
     rows = [summary(n, runs[n]) for n in a.sizes]
+    names = {"flower": "Flower 1.42", "nvflare": "NVFlare 2.9 POC"}
     print("\n| model | fedsilo round | raw gRPC stream | fedsilo / raw |"
-          + (" Flower 1.42 | Flower / fedsilo |" if with_flower else ""))
-    print("|---|---|---|---|" + ("---|---|" if with_flower else ""))
+          + "".join(f" {names[q]} | {names[q].split()[0]} / fedsilo |" for q in peers))
+    print("|---|---|---|---|" + "---|---|" * len(peers))
     for n, row in zip(a.sizes, rows):
         line = (f"| {n:,} float32 ({row['mib']:.3g} MiB) | {_ms(runs[n]['fedsilo'])} | "
                 f"{_ms(runs[n]['raw'])} | {row['fedsilo_vs_raw']:.2f}x |")
-        if with_flower:
-            line += f" {_ms(runs[n]['flower'])} | {row['flower_vs_fedsilo']:.1f}x |"
+        for q in peers:
+            line += f" {_ms(runs[n][q])} | {row[f'{q}_vs_fedsilo']:.1f}x |"
         print(line)
     for line in skipped:
         print("skipped", line)

@@ -39,3 +39,22 @@ def pooled_test(parts: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, np.nda
 def make_mlp(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
+def local_sgd(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, batch: int) -> None:
+    """The peers' local training: `epochs` of SGD (lr LR) over shuffled batches, in place."""
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+    for _ in range(epochs):
+        perm = torch.randperm(len(yt))
+        for i in range(0, len(yt), batch):
+            idx = perm[i:i + batch]
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
+            opt.step()
+
+
+def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
+    """The share of `x` that `model` classifies as `y`."""
+    with torch.no_grad():
+        return float((model(torch.from_numpy(x)).argmax(1).numpy() == y).mean())

@@ -1,11 +1,12 @@
 """Run every benchmark and collect the figures: `benchmarks/results/<date>.json` (the machine,
 then each benchmark's records: a list of flat dicts, the workload stated in their fields),
 `<date>.md` (the same as Markdown tables) and PNG plots next to them (round time against K
-and against model size, fedsilo and Flower; peak memory against K).
+and against model size, fedsilo, Flower and NVFlare where measured; peak memory against K).
 
 Each benchmark is its own script, run as a child process with `--json`; a failing one is
 recorded (with the end of its output) and the others still run. Peers that are not installed
-(Flower: `.venv-flower`) are skipped, and the JSON says so. `--quick` runs tiny sizes (a few
+(Flower: `.venv-flower`, NVIDIA FLARE: `.venv-nvflare`; `bash benchmarks/setup-peers.sh` makes
+both) are skipped, and the JSON says so. `--quick` runs tiny sizes (a few
 minutes on a 2-core machine) and writes `<date>-quick.*`, which the docs never show;
 `--only NAME ...` runs some benchmarks and merges them into the day's file.
 
@@ -30,6 +31,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 FLOWER = ROOT / ".venv-flower" / "bin" / "python"
+NVFLARE = ROOT / ".venv-nvflare" / "bin" / "python"
 
 # name -> (script, full arguments, --quick arguments)
 BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
@@ -47,7 +49,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "simulation_digits_central": ("simulation_digits.py", ["--workload", "central"], []),
     "deployment_round": ("deployment_round.py", [],
                          ["--sizes", "1000", "100000", "--rounds", "3", "--repeats", "1",
-                          "--skip-flower"]),  # Flower's deployment: ~10 s a round, too slow
+                          "--skip-flower", "--skip-nvflare"]),  # peers' deployments: too slow
     "async_time_to_accuracy": ("async_time_to_accuracy.py", [],
                                ["--seeds", "0"]),
     "compression": ("compression.py", [], ["--fractions", "0.1"]),
@@ -58,7 +60,9 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
 QUICK_SKIP = {"simulation_digits_central": "the quick run's simulation_digits is the "
                                            "central workload already"}
 QUICK_NOTES = {"secure_aggregation": "quick: Flower's SecAgg+ comparison off",
-               "secure_aggregation_ring32": "quick: Flower's SecAgg+ comparison off"}
+               "secure_aggregation_ring32": "quick: Flower's SecAgg+ comparison off",
+               "deployment_round": "quick: Flower's and NVFlare's deployments off (a minute "
+                                   "or more each)"}
 
 
 def _version(package: str) -> str | None:
@@ -68,12 +72,21 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _flower_version() -> str | None:
-    if not FLOWER.exists():
+def _peer_version(python: Path, package: str) -> str | None:
+    """`package`'s version in a peer's venv, or None when that venv is missing."""
+    if not python.exists():
         return None
-    out = subprocess.run([str(FLOWER), "-c", "import importlib.metadata as m; "
-                          "print(m.version('flwr'))"], capture_output=True, text=True)
+    out = subprocess.run([str(python), "-c", "import importlib.metadata as m; "
+                          f"print(m.version({package!r}))"], capture_output=True, text=True)
     return out.stdout.strip() or None
+
+
+def _flower_version() -> str | None:
+    return _peer_version(FLOWER, "flwr")
+
+
+def _nvflare_version() -> str | None:
+    return _peer_version(NVFLARE, "nvflare")
 
 
 def machine() -> dict[str, Any]:
@@ -95,7 +108,7 @@ def machine() -> dict[str, Any]:
             "memory_gib": round(mem_kb / 2**20, 1), "os": platform.platform(),
             "python": platform.python_version(),
             **{p: _version(p) for p in ("fedsilo", "numpy", "torch", "grpcio")},
-            "flwr": _flower_version(),
+            "flwr": _flower_version(), "nvflare": _nvflare_version(),
             "git_commit": commit + ("+changes" if dirty else ""),
             "load_average_1m_at_start": round(os.getloadavg()[0], 2)}
 
@@ -187,7 +200,8 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 LABELS = {"fedsilo": "fedsilo (in process)",
-          "flower": "Flower 1.42 simulation (Ray, 1 CPU per client)"}
+          "flower": "Flower 1.42 simulation (Ray, 1 CPU per client)",
+          "nvflare": "NVFlare 2.9 simulator (SimEnv, one process per site)"}
 
 
 def plot(results: dict[str, Any], prefix: Path) -> list[Path]:
@@ -251,6 +265,9 @@ def main() -> None:
     if not FLOWER.exists():
         results["skipped"].append(f"flower: not installed ({FLOWER} missing): every Flower "
                                   "comparison skipped")
+    if not NVFLARE.exists():
+        results["skipped"].append(f"nvflare: not installed ({NVFLARE} missing): every "
+                                  "NVFlare comparison skipped")
     for name in names:
         got = run_one(name, a.quick)
         results["runs"].append(got["run"])

@@ -1,7 +1,8 @@
 """Goal 1 (../shared/PERFORMANCE.md): simulation of K institutions training a small MLP on
-scikit-learn's digits for R rounds, fedsilo vs Flower's simulation engine, in the same run.
+scikit-learn's digits for R rounds, fedsilo vs Flower's simulation engine and NVIDIA FLARE's
+simulator, in the same run.
 
-Two workloads (`--workload`, benchmarks/digits_task.py), the same for both engines in a run
+Two workloads (`--workload`, benchmarks/digits_task.py), the same for every engine in a run
 (model, data, partitions, epochs, batch, lr, all K institutions training every round, the
 evaluation schedule):
 
@@ -9,21 +10,24 @@ evaluation schedule):
   of the K institutions evaluates the global model on its test split;
 - central: 1 local epoch of batch 16; every round the server evaluates the global model on
   the pooled test splits (fedsilo also makes its one federated evaluation after the last
-  round, which Flower does not: that costs fedsilo, not Flower).
+  round, which Flower and NVFlare do not: that costs fedsilo, not them).
 
 Flower runs as its docs recommend for CPU simulation: `run_simulation` with the Ray backend,
 one CPU per client (`client_resources`), so as many clients at once as there are cores.
+NVFlare 2.9 runs its Job Recipe API (`FedAvgRecipe`, Client API) in `SimEnv` with its default
+settings: K sites, K threads (one worker process per site), the Client API in process
+(benchmarks/_nvflare_digits.py says more).
 
 Each engine runs in a child process (fedsilo in the project's venv, Flower 1.42 in its own venv
-`.venv-flower`); this parent samples the RSS of each child's whole process tree (Ray workers
-included) every 50 ms and prints wall time, time per round, peak memory, final accuracy and the
-ratios.
+`.venv-flower`, NVFlare 2.9.0 in `.venv-nvflare`); this parent samples the RSS of each child's
+whole process tree (Ray workers, NVFlare's site processes included) every 50 ms and prints wall
+time, time per round, peak memory, final accuracy and the ratios.
 
     python benchmarks/simulation_digits.py [--k 100] [--rounds 20] [--workload federated]
-        [--flower-python PATH] [--skip-flower] [--json out.json]
+        [--flower-python PATH] [--skip-flower] [--nvflare-python PATH] [--skip-nvflare]
+        [--json out.json]
 
-Flower's venv: python3 -m venv .venv-flower &&
-    .venv-flower/bin/pip install "flwr[simulation]==1.42.0" torch==2.13.0 scikit-learn
+The peers' venvs: bash benchmarks/setup-peers.sh
 """
 
 from __future__ import annotations
@@ -42,6 +46,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from digits_task import LR, WORKLOADS  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+# NVFlare's SimEnv runs one worker process per site (torch + nvflare imported in each): about
+# 0.5 GB each here (K=10: 5.2 GB peak, K=20: see docs/benchmarks.md)
+NVFLARE_GB_PER_SITE = 0.5
+
+
+def available_gb() -> float:
+    """MemAvailable from /proc/meminfo, in GB (inf where there is none)."""
+    try:
+        lines = Path("/proc/meminfo").read_text().splitlines()
+    except OSError:
+        return float("inf")
+    kb = next((int(ln.split()[1]) for ln in lines if ln.startswith("MemAvailable")), None)
+    return float("inf") if kb is None else kb * 1024 / 1e9
 
 
 def tree_rss(root: int) -> int:
@@ -112,6 +129,8 @@ def main() -> None:
                         "every round; central: 1 epoch of batch 16, server evaluation")
     p.add_argument("--flower-python", default=str(HERE.parent / ".venv-flower/bin/python"))
     p.add_argument("--skip-flower", action="store_true")
+    p.add_argument("--nvflare-python", default=str(HERE.parent / ".venv-nvflare/bin/python"))
+    p.add_argument("--skip-nvflare", action="store_true")
     p.add_argument("--json", type=Path, help="also write the records to this file")
     a = p.parse_args()
     epochs, batch, where = WORKLOADS[a.workload]
@@ -124,15 +143,26 @@ def main() -> None:
                      a.workload])]
     show(runs[0])
     skipped = []
-    if a.skip_flower or not Path(a.flower_python).exists():
-        skipped.append(f"flower: --skip-flower, or no interpreter at {a.flower_python}")
-        print(f"Flower skipped (--skip-flower, or no interpreter at {a.flower_python})")
-    else:
-        runs.append(measure([a.flower_python, "_flower_digits.py", str(a.k), str(a.rounds),
-                             a.workload]))
-        ours, theirs = runs
+    peers = [("flower", "Flower", a.flower_python, a.skip_flower, "_flower_digits.py"),
+             ("nvflare", "NVFlare", a.nvflare_python, a.skip_nvflare, "_nvflare_digits.py")]
+    for system, label, python, skip, script in peers:
+        if skip or not Path(python).exists():
+            why = f"--skip-{system}" if skip else f"no interpreter at {python}"
+            skipped.append(f"{system}: {why} (bash benchmarks/setup-peers.sh makes it)")
+            print(f"{label} skipped ({why})")
+            continue
+        need, free = a.k * NVFLARE_GB_PER_SITE, available_gb()
+        if system == "nvflare" and need > free:
+            why = (f"K={a.k}: its simulator's recommended setting (one process per site) needs "
+                   f"~{need:.0f} GB, {free:.0f} GB available; fewer threads start a process "
+                   "per site task (K=10, 2 threads: ~70 s a round)")
+            skipped.append(f"nvflare: {why}")
+            print(f"{label} skipped ({why})")
+            continue
+        runs.append(measure([python, script, str(a.k), str(a.rounds), a.workload]))
+        ours, theirs = runs[0], runs[-1]
         show(theirs)
-        print(f"ratios (Flower / fedsilo): run wall time "
+        print(f"ratios ({label} / fedsilo): run wall time "
               f"{theirs['wall_s'] / ours['wall_s']:.1f}x, whole process "
               f"{theirs['process_s'] / ours['process_s']:.1f}x, peak memory "
               f"{theirs['peak_rss_mb'] / ours['peak_rss_mb']:.1f}x")
