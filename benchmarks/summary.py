@@ -65,7 +65,9 @@ def simulation(res: dict[str, Any]) -> list[str]:
         base = _one(rows, system="fedsilo")
         if not base:
             continue
-        out += [f"**Simulation, digits** — {base['k']} institutions, {base['rounds']} rounds, "
+        title = " (central evaluation)" if key.endswith("central") else ""
+        out += [f"### Simulation, digits{title}", "",
+                f"{base['k']} institutions, {base['rounds']} rounds, "
                 f"{base['epochs']} epoch(s) of batch {base['batch']}, evaluation on "
                 f"{base['evaluation']} (`simulation_digits.py --workload {base['workload']}`):", ""]
         table = []
@@ -87,8 +89,9 @@ def ray_scaling(res: dict[str, Any], images: str | None) -> list[str]:
         return []
     systems = [s for s in SYSTEMS if any(r["system"] == s for r in rows)]
     first = rows[0]
-    out = [f"**Scaling with K** — synthetic institutions, a model of {first['params']:,} "
-           f"parameters, FedAvg, {first['rounds']} rounds (`ray_scaling.py`); seconds per "
+    out = ["### Scaling with K (Ray)", "",
+           f"Synthetic institutions, a model of {first['params']:,} parameters, FedAvg, "
+           f"{first['rounds']} rounds (`ray_scaling.py`); seconds per "
            f"round after the first, and peak memory of the whole process tree:", ""]
     table = []
     for k in sorted({r["k"] for r in rows}):
@@ -113,8 +116,9 @@ def round_scaling(res: dict[str, Any], images: str | None) -> list[str]:
     rows = [r for r in res.get("round_scaling") or [] if "round_s" in r]
     if not rows:
         return []
-    out = ["**A plain round against K and model size** (`round_scaling.py`: each "
-           "institution returns a fixed step, no evaluation; seconds per round):", ""]
+    out = ["### A plain round against K and model size", "",
+           "Each institution returns a fixed step, no evaluation (`round_scaling.py`); "
+           "seconds per round:", ""]
     for sweep, x, fixed in (("K", "k", "n"), ("N", "n", "k")):
         points = [r for r in rows if r["sweep"] == sweep]
         if not points:
@@ -138,7 +142,8 @@ def deployment(res: dict[str, Any]) -> list[str]:
         return []
     systems = [s for s in ("fedsilo", "raw", "flower", "nvflare")
                if any(f"{s}_round_ms" in r for r in rows)]
-    out = ["**Deployment round**, 4 institutions over mutual TLS on loopback "
+    out = ["### Deployment round", "",
+           "4 institutions over mutual TLS on loopback "
            f"(`deployment_round.py`, median of {rows[0]['repeats']} interleaved repeats):", ""]
     table = []
     for r in rows:
@@ -156,7 +161,7 @@ def secure(res: dict[str, Any]) -> list[str]:
             for r in res.get(key) or [] if r.get("system") == "fedsilo"]
     if not rows:
         return []
-    out = ["**Secure aggregation**, one round in process, updates precomputed "
+    out = ["### Secure aggregation", "", "One round in process, updates precomputed "
            "(`secure_aggregation.py`); deployment-equivalent = the server's work plus the "
            "slowest institution's, stage by stage:", ""]
     table = []
@@ -179,8 +184,9 @@ def aggregation(res: dict[str, Any]) -> list[str]:
     rows = res.get("aggregation_throughput") or []
     if not rows:
         return []
-    out = [f"**Server aggregation**, {rows[0]['k']} updates of {rows[0]['n']:,} float32 "
-           "(`aggregation_throughput.py`, best of several calls):", ""]
+    out = ["### Server aggregation", "",
+           f"{rows[0]['k']} updates of {rows[0]['n']:,} float32 (`aggregation_throughput.py`, "
+           "best of several calls):", ""]
     table = [[SYSTEMS.get(r["system"], r["system"]), r["path"], _num(r["gb_per_s"]),
               _num(r["peak_extra_mib"])] for r in rows]
     return out + _table(["system", "path", "GB/s", "peak extra memory (MiB)"], table) + [""]
@@ -190,9 +196,10 @@ def asynchronous(res: dict[str, Any]) -> list[str]:
     rows = res.get("async_time_to_accuracy") or []
     if not rows:
         return []
-    out = ["**Asynchronous time to accuracy** (`async_time_to_accuracy.py`, simulated time, "
-           "one institution 5x slower; the target held for 3 evaluations): speed-up against "
-           "sync FedAvg, median (range) over seeds:", ""]
+    out = ["### Asynchronous time to accuracy", "",
+           "Simulated time, one institution 5x slower, the target held for 3 evaluations "
+           "(`async_time_to_accuracy.py`); speed-up against sync FedAvg, median (range) "
+           "over seeds:", ""]
     table = []
     for data, method in dict.fromkeys((r["data"], r["method"]) for r in rows):
         if method == "sync FedAvg":
@@ -258,7 +265,7 @@ def goals(res: dict[str, Any]) -> list[str]:
     rows.append(_goal("same, against Flower's Ray simulation", "≥ 5x faster",
                       _div(fl, onray, "round_s"), lambda v: v >= 5,
                       lambda v: f"{v:.1f}x"))
-    return (["**Goals** (issues 18 and 19), from the figures above:", ""]
+    return (["### Goals", "", "Issues 18 and 19, judged from the figures above:", ""]
             + _table(["goal", "target", "measured", ""], rows) + [""])
 
 

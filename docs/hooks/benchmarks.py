@@ -3,10 +3,10 @@
 When the benchmark runner (`benchmarks/run_all.py`) has written results
 (`benchmarks/results/<date>.json`; its `--quick` runs, `<date>-quick.json`, are checks of the
 scripts at tiny sizes and never shown), the newest file replaces the
-`<!-- benchmark-results -->` marker of docs/benchmarks.md with its tables: every list of flat
-records becomes a table (one column per key), every dict a one-row table, every other value
-a row of a summary table. Without results the marker gives way to a sentence saying so, and
-the page's hand-copied tables (measured by the scripts they name) are what it shows.
+`<!-- benchmark-results -->` marker of docs/benchmarks.md: README's summary of it
+(benchmarks/summary.py), then its tables: every list of flat records becomes a table (one
+column per key), every dict a one-row table, every other value a row of a summary table.
+Without results the marker gives way to a sentence saying so.
 """
 
 from __future__ import annotations
@@ -46,9 +46,10 @@ def table(records: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def _summary(root: Path) -> Any:
+def _summary() -> Any:
     """benchmarks/summary.py, the module that writes README's benchmark section."""
-    spec = importlib.util.spec_from_file_location("summary", root / "benchmarks" / "summary.py")
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "summary.py"
+    spec = importlib.util.spec_from_file_location("summary", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -70,8 +71,6 @@ def render(results: dict[str, Any], name: str, summary: str = "") -> str:
                 [{"name": k, **v} for k, v in value.items()]
         if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
             out += [f"### {key}", ""] + table(value) + [""]
-    out += ["The sections below keep the figures measured earlier by hand, with the scripts "
-            "they name.", ""]
     return "\n".join(out)
 
 
@@ -80,10 +79,9 @@ def results_section(root: Path) -> str:
     found = newest(root / "benchmarks" / "results")
     if found is None:
         return ("No machine-readable results are checked in yet (`benchmarks/results/` is "
-                "empty), so this page shows the tables measured by hand with the scripts "
-                "each one names.")
+                "empty): run `python benchmarks/run_all.py`.")
     results = json.loads(found.read_text())
-    return render(results, found.name, _summary(root).render(results, found.name))
+    return render(results, found.name, _summary().render(results, found.name))
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:

@@ -66,19 +66,27 @@ def test_a_refusal_is_the_schemas_own_message() -> None:
     assert ref.refusal("run.rounds", 3) is None
 
 
+def _results(cpu: str, **records: object) -> dict:
+    machine = {"cpu": cpu, "cores_usable": 2, "memory_gib": 8.0, "python": "3.11",
+               "git_commit": "abc", "load_average_1m_at_start": 0.1}
+    return {"date": "2026-02-01", "quick": False, "machine": machine, "skipped": [],
+            "runs": [], **records}
+
+
 def test_benchmark_results_become_tables(tmp_path: Path) -> None:
     bench = hook("benchmarks")
     assert "No machine-readable results" in bench.results_section(tmp_path)
     results = tmp_path / "benchmarks" / "results"
     results.mkdir(parents=True)
     (results / "2026-01-01.json").write_text(json.dumps({"machine": "old"}))
-    (results / "2026-02-01.json").write_text(json.dumps({
-        "machine": "2 vCPU", "simulation_digits": [
-            {"framework": "fedsilo", "wall_s": 3.8}, {"framework": "flower", "wall_s": 87.2}]}))
+    (results / "2026-02-01.json").write_text(json.dumps(_results("2 vCPU", compression=[
+        {"task": "digits", "bytes_per_fit_reply": 2429},
+        {"task": "heart", "bytes_per_fit_reply": 382}])))
     text = bench.results_section(tmp_path)
     assert "2026-02-01.json" in text and "2 vCPU" in text
-    assert "### simulation_digits" in text
-    assert "| framework | wall_s |" in text and "| flower | 87.2 |" in text
+    assert "### Goals" in text  # README's summary first
+    assert "### compression" in text  # then every record
+    assert "| task | bytes_per_fit_reply |" in text and "| heart | 382 |" in text
 
 
 @pytest.mark.parametrize("listed", [True, False])
@@ -100,7 +108,8 @@ def test_quick_benchmark_results_are_never_shown(tmp_path: Path) -> None:
     bench = hook("benchmarks")
     results = tmp_path / "benchmarks" / "results"
     results.mkdir(parents=True)
-    (results / "2026-02-01.json").write_text(json.dumps({"machine": {"cpu": "full run"}}))
-    (results / "2026-03-01-quick.json").write_text(json.dumps({"machine": {"cpu": "quick"}}))
+    (results / "2026-02-01.json").write_text(json.dumps(_results("full-run CPU")))
+    (results / "2026-03-01-quick.json").write_text(json.dumps(_results("quick-run CPU")))
     text = bench.results_section(tmp_path)
-    assert "2026-02-01.json" in text and "full run" in text and "quick" not in text
+    assert "2026-02-01.json" in text and "full-run CPU" in text
+    assert "quick-run CPU" not in text
