@@ -70,3 +70,21 @@ def test_mask_is_aes_ctr_keystream():
     assert out.tobytes() == ref
     assert not np.array_equal(out, crypto.expand_mask(crypto.random_seed(),
                                                       np.empty(1000, np.uint64)))
+
+
+@pytest.mark.parametrize("dtype", [np.uint64, np.uint32])
+def test_add_masks_adds_the_expanded_streams_over_the_concatenation(dtype, monkeypatch):
+    """add_masks, piece by piece across arrays (pieces smaller than an array, ending
+    mid-block), equals adding and subtracting expand_mask's streams over the concatenation."""
+    monkeypatch.setattr(crypto, "MASK_CHUNK", 72)  # 9 or 18 elements a piece: streams split
+    rng = np.random.default_rng(0)
+    targets = [rng.integers(0, np.iinfo(dtype).max, size=s, dtype=dtype, endpoint=True)
+               for s in [(3,), (10, 7), (), (0,), (101,)]]
+    targets.append(np.zeros((8, 6), dtype)[:, ::2])  # not contiguous: written back
+    masks = [(crypto.random_seed(), sign) for sign in (1, -1, -1, 1)]
+    expected = np.concatenate([t.reshape(-1) for t in targets])
+    for seed, sign in masks:
+        stream = crypto.expand_mask(seed, np.empty(expected.size, dtype))
+        expected = expected + stream if sign > 0 else expected - stream
+    crypto.add_masks(targets, masks)
+    assert np.array_equal(np.concatenate([t.reshape(-1) for t in targets]), expected)

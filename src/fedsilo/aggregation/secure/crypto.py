@@ -4,20 +4,23 @@
 - AES-256-GCM authenticated encryption of the Shamir shares sent to a neighbour (the sender,
   recipient and round are bound as associated data, so a share replayed into another round or
   redirected to another client fails to decrypt);
-- masks expanded from a 32-byte seed with AES-256-CTR into a preallocated uint64 buffer (a
-  cryptographic PRG; numpy's generators are never used for masks).
+- masks expanded from a 32-byte seed with AES-256-CTR (a cryptographic PRG; numpy's generators
+  are never used for masks), into a preallocated ring buffer (`expand_mask`) or added straight
+  into ring vectors piece by piece while the keystream is in cache (`add_masks`: the same
+  streams, without a model-sized mask buffer or its extra passes over memory).
 """
 
 from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Sequence
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -81,10 +84,45 @@ def random_seed() -> bytes:
     return os.urandom(32)
 
 
+def _keystream(seed: bytes) -> CipherContext:
+    """The AES-256-CTR keystream keyed by `seed` (counter from zero), read by update_into."""
+    return Cipher(algorithms.AES(seed), modes.CTR(_ZERO_NONCE)).encryptor()
+
+
 def expand_mask(seed: bytes, out: np.ndarray) -> np.ndarray:
     """Fill the uint64 array `out` with AES-256-CTR keystream keyed by `seed`."""
-    encryptor = Cipher(algorithms.AES(seed), modes.CTR(_ZERO_NONCE)).encryptor()
     buf = out.reshape(-1).view(np.uint8)
     buf[:] = 0
-    encryptor.update_into(buf.data, buf.data)  # keystream XOR 0, in place: no temporary
+    _keystream(seed).update_into(buf.data, buf.data)  # keystream XOR 0, in place
     return out
+
+
+MASK_CHUNK = 1 << 18  # bytes of keystream per piece: it and the target's piece stay in L2
+
+
+def add_masks(targets: Sequence[np.ndarray], masks: Sequence[tuple[bytes, int]]) -> None:
+    """targets += Σ sign · PRG(seed) over (seed, sign) in `masks`, mod 2^R (R the targets'
+    unsigned dtype), the targets read as one vector in order: PRG(seed) is `expand_mask`'s
+    stream over their concatenation. Piece by piece, so each piece of keystream is added while
+    it is in cache: no model-sized mask buffer, no zeroing or extra pass over memory."""
+    if not targets or not masks:
+        return
+    dtype = targets[0].dtype
+    if dtype.kind != "u" or any(t.dtype != dtype for t in targets):
+        raise ValueError("add_masks: targets must be arrays of one unsigned integer dtype")
+    step = MASK_CHUNK // dtype.itemsize
+    zero = np.zeros(step * dtype.itemsize, np.uint8)  # keystream = AES-CTR(key) XOR 0
+    scratch = np.empty(step, dtype)
+    streams = [(_keystream(seed), np.add if sign > 0 else np.subtract) for seed, sign in masks]
+    for target in targets:
+        flat = target.reshape(-1)  # a view when contiguous (always, for the layer's sums)
+        for start in range(0, flat.size, step):
+            part = flat[start:start + step]
+            piece = scratch[:part.size]
+            raw = piece.view(np.uint8).data
+            src = zero[:raw.nbytes].data
+            for stream, op in streams:
+                stream.update_into(src, raw)
+                op(part, piece, out=part)  # wraps mod 2^R
+        if not np.may_share_memory(flat, target):
+            target[...] = flat.reshape(target.shape)

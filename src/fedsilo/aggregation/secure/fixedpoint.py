@@ -78,4 +78,5 @@ class FixedPoint:
 
     def decode(self, ring: np.ndarray) -> np.ndarray:
         """Float64 values of (summed) ring elements."""
-        return ring.view(RINGS[self.ring_bits][1]).astype(np.float64) * 2.0**-self.frac_bits
+        return np.multiply(ring.view(RINGS[self.ring_bits][1]), 2.0**-self.frac_bits,
+                           dtype=np.float64)  # one pass, no int-to-float temporary

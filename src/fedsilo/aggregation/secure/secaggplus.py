@@ -45,7 +45,6 @@ from fedsilo.aggregation.secure import crypto, identity, payloads, shamir
 from fedsilo.aggregation.secure.fixedpoint import FixedPoint
 from fedsilo.aggregation.secure.payloads import Advert, Reveal, b64, unb64
 from fedsilo.aggregation.secure.threshold import check_cohort, majority, neighbourhood
-from fedsilo.aggregation.sum import add_into
 from fedsilo.core.params import ArraySpec, Params, ParamSpec, zeros
 from fedsilo.core.rng import generator
 from fedsilo.errors import ConfigError, ProtocolError, SecureAggregationAborted
@@ -256,16 +255,17 @@ class SecAggPlus:
                 s_shares.setdefault(v, []).append((x, y))
         survivors = rnd.survivors
         dropped = rnd.shared - survivors
-        scratch = _Flat(acc.sums, self.fixed.dtype)
+        masks: list[tuple[bytes, int]] = []  # (seed, sign): every mask to add to the sum
         for v in sorted(survivors):  # remove self masks
-            seed = self._rebuild(b_shares.get(v, []), f"the self-mask seed of {v}")
-            scratch.apply(acc.sums, seed, -1)
+            masks.append((self._rebuild(b_shares.get(v, []), f"the self-mask seed of {v}"), -1))
         for v in sorted(dropped):  # remove the pairwise masks survivors added with v
             sk = crypto.private_from(self._rebuild(s_shares.get(v, []), f"the key of {v}"))
             for u in rnd.graph[v]:
                 if u in survivors:  # u added +mask if u < v, else -mask: undo it
-                    seed = crypto.agree(sk, rnd.adverts[u].s_pk, MASK)
-                    scratch.apply(acc.sums, seed, -1 if u < v else 1)
+                    masks.append((crypto.agree(sk, rnd.adverts[u].s_pk, MASK),
+                                  -1 if u < v else 1))
+        # all of them in one pass over the sum (every secret rebuilt before it is touched)
+        crypto.add_masks(list(acc.sums.values()), masks)
         rnd.unmasked = True
 
     def _rebuild(self, shares: list[tuple[int, int]], what: str) -> bytes:
@@ -391,17 +391,14 @@ class SecAggPlus:
                                 f"the threshold {self.threshold}: refusing to send an input "
                                 f"the round could not unmask")
         ctx["inbox"], ctx["masked_with"] = inbox, peers
-        flat = _Flat(update, self.fixed.dtype)
+        flat = _Flat(update)
         y = np.empty(flat.total, self.fixed.dtype)
         for name, view in flat.split(y).items():
             self.fixed.encode_into(update[name], view)
-        scratch = np.empty_like(y)
-        np.add(y, crypto.expand_mask(ctx["b"], scratch), out=y)
         me = ctx["me"]
-        for v in peers:
-            seed = crypto.agree(ctx["s_sk"], ctx["peers"][v].s_pk, MASK)
-            crypto.expand_mask(seed, scratch)
-            (np.add if me < v else np.subtract)(y, scratch, out=y)
+        masks = [(ctx["b"], 1)] + [(crypto.agree(ctx["s_sk"], ctx["peers"][v].s_pk, MASK),
+                                    1 if me < v else -1) for v in peers]
+        crypto.add_masks([y], masks)  # y += PRG(b) + Σ ±PRG(s_uv), in one pass over y
         return flat.split(y)
 
 
@@ -412,12 +409,10 @@ def _aad(round: int, sender: str, recipient: str) -> bytes:
 class _Flat:
     """All named arrays as one ring vector (one PRG stream covers the whole model)."""
 
-    def __init__(self, like: Mapping[str, np.ndarray], dtype: np.dtype) -> None:
-        self.dtype = dtype
+    def __init__(self, like: Mapping[str, np.ndarray]) -> None:
         self.shapes = {n: a.shape for n, a in like.items()}
         self.sizes = {n: int(np.prod(s, dtype=np.int64)) for n, s in self.shapes.items()}
         self.total = sum(self.sizes.values())
-        self._scratch: np.ndarray | None = None
 
     def split(self, flat: np.ndarray) -> Params:
         out, start = {}, 0
@@ -425,14 +420,3 @@ class _Flat:
             out[n] = flat[start:start + self.sizes[n]].reshape(shape)
             start += self.sizes[n]
         return out
-
-    def apply(self, sums: Params, seed: bytes, sign: int) -> None:
-        """sums += sign · PRG(seed), name by name, mod 2^64."""
-        if self._scratch is None:
-            self._scratch = np.empty(self.total, self.dtype)
-        mask = self.split(crypto.expand_mask(seed, self._scratch))
-        for n, total in sums.items():
-            if sign > 0:
-                add_into(total, mask[n])
-            else:
-                np.subtract(total, mask[n], out=total)

@@ -48,7 +48,7 @@ def combine(shares: list[tuple[int, int]], threshold: int) -> bytes:
             if i != j:
                 num = num * (-xj) % PRIME
                 den = den * (xi - xj) % PRIME
-        secret = (secret + yi * num * pow(den, PRIME - 2, PRIME)) % PRIME
+        secret = (secret + yi * num * pow(den, -1, PRIME)) % PRIME  # den^-1 mod p
     if secret >= 2 ** (8 * SECRET_BYTES):
         raise SecureAggregationAborted("shamir: shares do not agree on a 32-byte secret")
     return secret.to_bytes(SECRET_BYTES, "big")
