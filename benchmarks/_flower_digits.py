@@ -14,8 +14,9 @@ import time
 t0 = time.perf_counter()
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _flower_client import fit, score  # noqa: E402
 from digits_task import LR, WORKLOADS, make_mlp, partitions, pooled_test  # noqa: E402
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict  # noqa: E402
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord  # noqa: E402
 from flwr.clientapp import ClientApp  # noqa: E402
 from flwr.serverapp import Grid, ServerApp  # noqa: E402
 from flwr.serverapp.strategy import FedAvg  # noqa: E402
@@ -42,33 +43,14 @@ client = ClientApp()
 
 @client.train()
 def train(msg: Message, context: Context) -> Message:
-    torch.set_num_threads(1)
     xtr, ytr, _, _ = data(int(context.node_config["partition-id"]))
-    model = make_mlp()
-    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-    opt = torch.optim.SGD(model.parameters(), lr=LR)
-    x, y = torch.from_numpy(xtr), torch.from_numpy(ytr.astype(np.int64))
-    for _ in range(EPOCHS):
-        perm = torch.randperm(len(y))
-        for i in range(0, len(y), BATCH):
-            idx = perm[i:i + BATCH]
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-    content = RecordDict({"arrays": ArrayRecord(model.state_dict()),
-                          "metrics": MetricRecord({"num-examples": len(y)})})
-    return Message(content=content, reply_to=msg)
+    return fit(msg, make_mlp(), xtr, ytr, EPOCHS, BATCH, LR)
 
 
 @client.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     _, _, xte, yte = data(int(context.node_config["partition-id"]))
-    model = make_mlp()
-    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-    with torch.no_grad():
-        acc = float((model(torch.from_numpy(xte)).argmax(1).numpy() == yte).mean())
-    content = RecordDict({"metrics": MetricRecord({"accuracy": acc, "num-examples": len(yte)})})
-    return Message(content=content, reply_to=msg)
+    return score(msg, make_mlp(), xte, yte)
 
 
 server = ServerApp()
