@@ -13,9 +13,9 @@ import time
 
 t0 = time.perf_counter()
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from digits_task import WORKLOADS, accuracy, local_sgd, make_mlp, partitions, pooled_test  # noqa: E402
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict  # noqa: E402
+from _flower_client import fit, score  # noqa: E402
+from digits_task import LR, WORKLOADS, accuracy, make_mlp, partitions, pooled_test  # noqa: E402
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord  # noqa: E402
 from flwr.clientapp import ClientApp  # noqa: E402
 from flwr.serverapp import Grid, ServerApp  # noqa: E402
 from flwr.serverapp.strategy import FedAvg  # noqa: E402
@@ -42,24 +42,14 @@ client = ClientApp()
 
 @client.train()
 def train(msg: Message, context: Context) -> Message:
-    torch.set_num_threads(1)
     xtr, ytr, _, _ = data(int(context.node_config["partition-id"]))
-    model = make_mlp()
-    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-    local_sgd(model, xtr, ytr, EPOCHS, BATCH)
-    content = RecordDict({"arrays": ArrayRecord(model.state_dict()),
-                          "metrics": MetricRecord({"num-examples": len(ytr)})})
-    return Message(content=content, reply_to=msg)
+    return fit(msg, make_mlp(), xtr, ytr, EPOCHS, BATCH, LR)
 
 
 @client.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     _, _, xte, yte = data(int(context.node_config["partition-id"]))
-    model = make_mlp()
-    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-    content = RecordDict({"metrics": MetricRecord({"accuracy": accuracy(model, xte, yte),
-                                                   "num-examples": len(yte)})})
-    return Message(content=content, reply_to=msg)
+    return score(msg, make_mlp(), xte, yte)
 
 
 server = ServerApp()

@@ -9,6 +9,8 @@ import time
 t0 = time.perf_counter()
 from pathlib import Path  # noqa: E402
 
+from _scaling_data import ROWS, TEST_FRACTION, name  # noqa: E402
+
 from fedsilo.config.schema import RunConfig  # noqa: E402
 from fedsilo.simulation.run import run_simulation  # noqa: E402
 
@@ -19,8 +21,8 @@ cfg = RunConfig.model_validate({
     "run": {"name": "ray-scaling", "rounds": rounds, "evaluate_every": rounds,
             "compare": False, "torch_threads": 1},
     "data": {"task": "multiclass", "target": "y", "loader": "_scaling_data:load",
-             "loader_args": {"rows": 40}, "test_fraction": 0.25,
-             "institutions": [{"name": f"inst-{i:05d}"} for i in range(k)]},
+             "loader_args": {"rows": ROWS}, "test_fraction": TEST_FRACTION,
+             "institutions": [{"name": name(i)} for i in range(k)]},
     "model": {"kind": "mlp", "hidden": hidden},
     "client": {"epochs": 1, "batch_size": 16, "lr": 0.05},
     "strategy": {"name": "fedavg"},

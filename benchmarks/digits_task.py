@@ -41,9 +41,11 @@ def make_mlp(seed: int = 0) -> nn.Module:
     return nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
 
 
-def local_sgd(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, batch: int) -> None:
-    """The peers' local training: `epochs` of SGD (lr LR) over shuffled batches, in place."""
-    opt = torch.optim.SGD(model.parameters(), lr=LR)
+def local_sgd(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, batch: int,
+              lr: float = LR) -> None:
+    """The peers' local training: `epochs` of SGD (cross-entropy) over shuffled batches, in
+    place."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
     for _ in range(epochs):
         perm = torch.randperm(len(yt))

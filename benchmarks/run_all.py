@@ -1,7 +1,8 @@
 """Run every benchmark and collect the figures: `benchmarks/results/<date>.json` (the machine,
 then each benchmark's records: a list of flat dicts, the workload stated in their fields),
 `<date>.md` (the same as Markdown tables) and PNG plots next to them (round time against K
-and against model size, fedsilo, Flower and NVFlare where measured; peak memory against K).
+and against model size, fedsilo, Flower and NVFlare where measured; peak memory against K; a
+simulated round's time against K in process, on Ray and in Flower's simulation).
 
 Each benchmark is its own script, run as a child process with `--json`; a failing one is
 recorded (with the end of its output) and the others still run. Peers that are not installed
@@ -44,6 +45,8 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
                                    "3", "--flower-k"]),
     "round_scaling": ("round_scaling.py", [],
                       ["--k", "10", "30", "--n", "10000", "100000", "--rounds", "3"]),
+    "ray_scaling": ("ray_scaling.py", ["--k", "100", "1000", "5000", "--rounds", "3"],
+                    ["--k", "20", "--rounds", "2"]),
     "simulation_digits": ("simulation_digits.py", ["--workload", "federated"],
                           ["--k", "10", "--rounds", "3", "--workload", "central"]),
     "simulation_digits_central": ("simulation_digits.py", ["--workload", "central"], []),
@@ -200,14 +203,17 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 LABELS = {"fedsilo": "fedsilo (in process)",
+          "fedsilo-ray": "fedsilo on Ray (one actor per CPU)",
           "flower": "Flower 1.42 simulation (Ray, 1 CPU per client)",
           "nvflare": "NVFlare 2.9 simulator (SimEnv, one process per site)"}
 
 
 def plot(results: dict[str, Any], prefix: Path) -> list[Path]:
-    """Round time against K and against N, peak memory against K (from round_scaling)."""
+    """Round time against K and against N, peak memory against K (from round_scaling), and
+    round time against K of the three simulations (from ray_scaling)."""
     rows = [r for r in results.get("round_scaling", []) if "round_s" in r]
-    if not rows:
+    ray = [r for r in results.get("ray_scaling", []) if "round_s" in r]
+    if not rows and not ray:
         return []
     import matplotlib
 
@@ -215,13 +221,16 @@ def plot(results: dict[str, Any], prefix: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     made = []
-    figures = [("K", "k", "round_s", "institutions K", "seconds per round", "round-time-vs-k"),
-               ("N", "n", "round_s", "model size N (float32 parameters)", "seconds per round",
-                "round-time-vs-n"),
-               ("K", "k", "peak_rss_mb", "institutions K", "peak memory, MB (process tree)",
-                "memory-vs-k")]
-    for sweep, x, y, xlabel, ylabel, name in figures:
-        points = [r for r in rows if r["sweep"] == sweep]
+    figures = [(rows, "K", "k", "round_s", "institutions K", "seconds per round",
+                "round-time-vs-k"),
+               (rows, "N", "n", "round_s", "model size N (float32 parameters)",
+                "seconds per round", "round-time-vs-n"),
+               (rows, "K", "k", "peak_rss_mb", "institutions K",
+                "peak memory, MB (process tree)", "memory-vs-k"),
+               (ray, "K", "k", "round_s", "institutions K",
+                "seconds per round (after the first)", "ray-round-time-vs-k")]
+    for source, sweep, x, y, xlabel, ylabel, name in figures:
+        points = [r for r in source if r["sweep"] == sweep]
         if not points:
             continue
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
@@ -229,9 +238,12 @@ def plot(results: dict[str, Any], prefix: Path) -> list[Path]:
             mine = sorted((r[x], r[y]) for r in points if r["system"] == system)
             ax.plot([p[0] for p in mine], [p[1] for p in mine], marker="o",
                     label=LABELS.get(system, system))
-        fixed = points[0]["n" if sweep == "K" else "k"]
-        ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel=ylabel,
-               title=f"plain FedAvg round, {'N' if sweep == 'K' else 'K'} = {fixed:,}")
+        if source is ray:
+            title = f"simulated FedAvg round, MLP of {points[0]['params']:,} parameters"
+        else:
+            fixed = points[0]["n" if sweep == "K" else "k"]
+            title = f"plain FedAvg round, {'N' if sweep == 'K' else 'K'} = {fixed:,}"
+        ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel=ylabel, title=title)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
         fig.tight_layout()

@@ -63,7 +63,7 @@ def test_a_million_columns_are_refused_from_the_first_line(tmp_path, capsys):
     assert len(out) < 2000  # a short message, not the header
 
 
-def test_ten_thousand_institutions_are_refused_before_any_work(tmp_path, capsys):
+def test_more_institutions_than_the_limit_are_refused_before_any_work(tmp_path, capsys):
     cfg = tmp_path / "many.toml"
     cfg.write_text(f"""
 [data]
@@ -71,7 +71,7 @@ task = "binary"
 target = "num"
 [data.partition]
 path = "{HEART}/data/processed.cleveland.data"
-institutions = 10000
+institutions = {MAX_INSTITUTIONS + 1}
 [model]
 kind = "logistic_regression"
 """)

@@ -77,8 +77,9 @@ def _feature_problem(values: pd.Series, column: str, where: str) -> str | None:
 
 def _range_problem(values: pd.Series, column: str, where: str) -> str | None:
     """Infinite or huge numbers: they would overflow everyone's preprocessing."""
-    numbers = pd.to_numeric(values, errors="coerce")
-    bad = int((numbers.abs() > MAX_ABS).sum())
+    # compared in float64: MAX_ABS would overflow a float32 column's dtype (a warning a column)
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    bad = int((np.abs(numbers) > MAX_ABS).sum())
     if not bad:
         return None
     return (f"column '{column}' of {where} has {bad} row(s) with infinite values or magnitudes "
