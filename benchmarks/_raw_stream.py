@@ -12,8 +12,10 @@ IDENTITY = (lambda b: b, lambda b: b)
 
 
 def serve(kit: str, nbytes: int) -> grpc.Server:
+    from fedsilo.transport.allocator import keep_freed_memory
     from fedsilo.transport.grpc.tls import server_credentials
 
+    keep_freed_memory()  # as fedsilo's server and institutions do
     blob = bytes(nbytes)
 
     def down(request, context):
@@ -35,8 +37,10 @@ def serve(kit: str, nbytes: int) -> grpc.Server:
 
 
 def client(address: str, kit: str, nbytes: int, rounds: int) -> None:
+    from fedsilo.transport.allocator import keep_freed_memory
     from fedsilo.transport.grpc.tls import client_credentials
 
+    keep_freed_memory()
     channel = grpc.secure_channel(address, client_credentials(kit))
     down = channel.unary_stream("/raw/Down", *IDENTITY)
     up = channel.stream_unary("/raw/Up", *IDENTITY)

@@ -21,6 +21,7 @@ import grpc
 from fedsilo.core.messages import Reply, Task
 from fedsilo.errors import AuthenticationError, ConfigError, TransportError
 from fedsilo.transport import serde
+from fedsilo.transport.allocator import keep_freed_memory
 from fedsilo.transport.grpc import fedsilo_pb2 as pb
 from fedsilo.transport.grpc.server import OPTIONS, SERVICE
 from fedsilo.transport.grpc.tls import INSECURE_ID_HEADER
@@ -66,6 +67,7 @@ def run_institution(address: str, handle: Callable[[Task], Reply],
             this kit's CA, or not for that host name).
         TransportError: the server stayed unreachable for `give_up_after` seconds.
     """
+    keep_freed_memory()  # every round moves model-sized messages
     stop = stop or threading.Event()
     backoff = backoff or Backoff()
     metadata = [(INSECURE_ID_HEADER, name)] if credentials is None else []

@@ -41,6 +41,7 @@ from fedsilo.errors import (
     WrongRound,
 )
 from fedsilo.transport import serde
+from fedsilo.transport.allocator import keep_freed_memory
 from fedsilo.transport.grpc import fedsilo_pb2 as pb
 from fedsilo.transport.grpc.fairness import FairShare, Limits
 from fedsilo.transport.grpc.gate import ReplyGate
@@ -85,6 +86,7 @@ class GrpcServerTransport:
         if credentials is None and not gatekeeper.insecure:
             raise AuthenticationError("no TLS credentials: pass a kit, or run insecure "
                                       "explicitly")
+        keep_freed_memory()  # every round moves model-sized messages
         self.gatekeeper = gatekeeper
         self.liveness = liveness
         self.digests = digests or trust is not None or receipt is not None
