@@ -286,7 +286,8 @@ def render(res: dict[str, Any], name: str, images: str | None = None) -> str:
     runs = [f"{r['benchmark']} {r['when'][11:]} ({r['seconds']:.0f} s, load {r['load_1m_start']}"
             f"→{r['load_1m_end']})" for r in res.get("runs", []) if "when" in r]
     if runs:
-        head += ["Runs (1-minute load average at the start → end of each): "
+        head += ["Runs (when each ended, how long it took, the 1-minute load average at its "
+                 "start → end): "
                  + "; ".join(runs) + ".", ""]
     if res.get("skipped"):
         head += ["Not run: " + "; ".join(res["skipped"]) + ".", ""]
