@@ -6,6 +6,7 @@ dropped); tasks on both nodes; without Ray, and what Ray cannot run, a config er
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import shutil
 import signal
@@ -317,7 +318,7 @@ RUNS_ON_RAY = sorted(p for p in EXAMPLES.glob("*/*.toml") if p.name != "project.
 
 @pytest.mark.parametrize("path", RUNS_ON_RAY, ids=lambda p: p.stem)
 def test_every_example_runs_on_ray_as_in_process_or_is_refused_with_the_reason(
-        cluster: str, path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        cluster: str, path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Each example config, one round: on Ray the same round events and model as in process
     (bit for bit), or a config error that names what Ray cannot run and the way out."""
     if path.parent.name == "tcga_brca":
@@ -326,6 +327,15 @@ def test_every_example_runs_on_ray_as_in_process_or_is_refused_with_the_reason(
     monkeypatch.syspath_prepend(str(path.parent))  # its modules, as load_config finds them
     cfg = load_config(path)
     given = cfg.model_dump(exclude_unset=True)  # as written: defaults stay defaults
+    if path.parent.name == "digits_images":  # its images are made by its prepare_data.py
+        prepare = importlib.util.spec_from_file_location("prepare_data",
+                                                         path.parent / "prepare_data.py")
+        assert prepare is not None and prepare.loader is not None
+        module = importlib.util.module_from_spec(prepare)
+        prepare.loader.exec_module(module)
+        module.write_sites(tmp_path / "data")
+        for source in given["data"]["institutions"]:
+            source["path"] = str(tmp_path / source["path"])
     short = {**given, "run": {**given.get("run", {}), "rounds": 1, "compare": False}}
     try:
         on_ray = RunConfig.model_validate({**short, "simulation": {
