@@ -20,12 +20,6 @@ MARKER = "<!-- benchmark-results -->"
 PAGE = "benchmarks.md"
 
 
-def newest(folder: Path) -> Path | None:
-    """The newest full results file (names sort by date; quick runs left out), or None."""
-    found = sorted(p for p in folder.glob("*.json") if not p.stem.endswith("-quick"))
-    return found[-1] if found else None
-
-
 def _cell(value: Any) -> str:
     if value is None:
         return ""
@@ -76,12 +70,13 @@ def render(results: dict[str, Any], name: str, summary: str = "") -> str:
 
 def results_section(root: Path) -> str:
     """What replaces the marker: the newest results' tables, or a note that there are none."""
-    found = newest(root / "benchmarks" / "results")
+    summary = _summary()
+    found = summary.newest(root / "benchmarks" / "results")  # the file README shows
     if found is None:
         return ("No machine-readable results are checked in yet (`benchmarks/results/` is "
                 "empty): run `python benchmarks/run_all.py`.")
     results = json.loads(found.read_text())
-    return render(results, found.name, _summary().render(results, found.name))
+    return render(results, found.name, summary.render(results, found.name))
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
