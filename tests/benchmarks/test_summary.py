@@ -54,9 +54,9 @@ def test_goals_are_judged_from_the_records() -> None:
     assert goals["deployment round, N = 1,000,000"][1:] == ["1.25x", "met"]
     assert goals["deployment round, N = 10,000,000"][1:] == ["1.67x", "missed"]
     assert goals["Ray, K = 1,000: per-round time"][1:] == ["1.05x", "met"]
-    assert goals["same, against Flower's Ray simulation"][1:] == ["7.1x", "met"]
-    assert goals["simulation, digits K = 100, 20 rounds: wall time"][1:] == ["15.0x", "missed"]
-    assert goals["same, peak memory (process tree)"][1:] == ["1/5.0", "missed"]
+    assert goals["same, against Flower's Ray simulation"][1:] == ["7.14x", "met"]
+    assert goals["simulation, digits K = 100, 20 rounds: wall time"][1:] == ["15.00x", "missed"]
+    assert goals["same, peak memory (process tree)"][1:] == ["1/5.00", "missed"]
     assert goals["aggregation accept + commit, 100 × 1M float32"][1:] == ["not measured", "—"]
     assert "| 1,000 | 8.00 s, 900 MB | 8.40 s, 900 MB | 60.0 s, 900 MB | 1.1x | 7.1x |" in text
 
