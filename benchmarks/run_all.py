@@ -9,7 +9,8 @@ recorded (with the end of its output) and the others still run. Peers that are n
 (Flower: `.venv-flower`, NVIDIA FLARE: `.venv-nvflare`; `bash benchmarks/setup-peers.sh` makes
 both) are skipped, and the JSON says so. `--quick` runs tiny sizes (a few
 minutes on a 2-core machine) and writes `<date>-quick.*`, which the docs never show;
-`--only NAME ...` runs some benchmarks and merges them into the day's file.
+`--only NAME ...` runs some benchmarks and merges them into the day's file (each run
+keeps the commit it was measured at; README's run list names them when they differ).
 
     python benchmarks/run_all.py [--quick] [--only aggregation_throughput ...] [--out DIR]
 """
@@ -65,6 +66,7 @@ QUICK_SKIP = {"simulation_digits_central": "the quick run's simulation_digits is
                                            "central workload already"}
 FULL_NOTES = {"ray_scaling": "Flower at K = 5,000 left out: its K = 1,000 run alone takes "
                              "over 4 minutes here and its round time grows linearly with K"}
+SEVERAL = "several (each run's own in runs)"  # the header of a file merged from several commits
 QUICK_NOTES = {"secure_aggregation": "quick: Flower's SecAgg+ comparison off",
                "secure_aggregation_ring32": "quick: Flower's SecAgg+ comparison off",
                "deployment_round": "quick: Flower's and NVFlare's deployments off (a minute "
@@ -276,7 +278,8 @@ def main() -> None:
         old = json.loads(path.read_text())
         results["skipped"] = [s for s in old.get("skipped", [])
                               if s.split(":", 1)[0] not in names]
-        results["runs"] = [r for r in old.get("runs", []) if r["benchmark"] not in names]
+        results["runs"] = [{"commit": old["machine"].get("git_commit"), **r}  # measured at
+                           for r in old.get("runs", []) if r["benchmark"] not in names]
         results.update({k: v for k, v in old.items() if k in BENCHMARKS and k not in names})
     if not FLOWER.exists():
         results["skipped"].append(f"flower: not installed ({FLOWER} missing): every Flower "
@@ -286,11 +289,13 @@ def main() -> None:
                                   "NVFlare comparison skipped")
     for name in names:
         got = run_one(name, a.quick)
-        results["runs"].append(got["run"])
+        results["runs"].append({**got["run"], "commit": results["machine"]["git_commit"]})
         results["skipped"] += got["skipped"]
         if got["records"]:  # a failed run has none: its row of `runs` says why
             results[name] = got["records"]
     results["machine"]["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
+    if len({r.get("commit") for r in results["runs"]}) > 1:  # a merge of runs at several
+        results["machine"]["git_commit"] = SEVERAL
     ordered = {k: results[k] for k in ("date", "quick", "machine", "skipped", "runs")}
     ordered.update({k: results[k] for k in BENCHMARKS if k in results})
     path.write_text(json.dumps(ordered, indent=1, default=str) + "\n")

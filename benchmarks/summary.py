@@ -284,8 +284,10 @@ def render(res: dict[str, Any], name: str, images: str | None = None) -> str:
             f"{'; peers: ' + peers if peers else ''}. Same workload for every system in the "
             "same run" + ("; all tables: [docs/benchmarks.md](docs/benchmarks.md)." if images
                           else "."), ""]
+    several = len({r.get("commit") for r in res.get("runs", [])}) > 1
     runs = [f"{r['benchmark']} {r['when'][11:]} ({r['seconds']:.0f} s, load {r['load_1m_start']}"
-            f"→{r['load_1m_end']})" for r in res.get("runs", []) if "when" in r]
+            f"→{r['load_1m_end']}{', commit ' + str(r.get('commit')) if several else ''})"
+            for r in res.get("runs", []) if "when" in r]
     if runs:
         head += ["Runs (when each ended, how long it took, the 1-minute load average at its "
                  "start → end): "

@@ -32,3 +32,27 @@ def test_quick_run_of_one_benchmark_writes_the_machine_and_records(tmp_path: Pat
         assert all(not isinstance(v, dict | list) for v in record.values())  # flat
     assert any("accept" in r["path"] for r in records)
     assert found.with_suffix(".md").read_text().startswith("# Benchmark results")
+
+
+def test_a_merged_run_keeps_each_runs_commit(tmp_path: Path) -> None:
+    """`--only` merges into the day's file: the runs kept from it keep the commit they were
+    measured at, and the header no longer names one commit for all."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--quick",
+                           "--only", "vertical", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [found] = tmp_path.glob("*-quick.json")
+    first = json.loads(found.read_text())
+    now = first["machine"]["git_commit"]
+    assert first["runs"][0]["commit"] == now
+    del first["runs"][0]["commit"]  # a file written before runs recorded their commit,
+    first["machine"]["git_commit"] = "0ld0000"  # measured at another commit
+    found.write_text(json.dumps(first))
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--quick",
+                           "--only", "aggregation_throughput", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    merged = json.loads(found.read_text())
+    assert {r["benchmark"]: r["commit"] for r in merged["runs"]} == {
+        "vertical": "0ld0000", "aggregation_throughput": now}
+    assert merged["machine"]["git_commit"].startswith("several")
