@@ -38,7 +38,7 @@ def test_a_merged_run_keeps_each_runs_commit(tmp_path: Path) -> None:
     """`--only` merges into the day's file: the runs kept from it keep the commit they were
     measured at, and the header no longer names one commit for all."""
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--quick",
-                           "--only", "vertical", "--out", str(tmp_path)],
+                           "--only", "psi", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     [found] = tmp_path.glob("*-quick.json")
@@ -54,5 +54,5 @@ def test_a_merged_run_keeps_each_runs_commit(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     merged = json.loads(found.read_text())
     assert {r["benchmark"]: r["commit"] for r in merged["runs"]} == {
-        "vertical": "0ld0000", "aggregation_throughput": now}
+        "psi": "0ld0000", "aggregation_throughput": now}
     assert merged["machine"]["git_commit"].startswith("several")
