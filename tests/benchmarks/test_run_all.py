@@ -11,11 +11,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_quick_run_of_one_benchmark_writes_the_machine_and_records(tmp_path: Path) -> None:
+def quick_run(out: Path, benchmark: str) -> None:
+    """`run_all.py --quick --only BENCHMARK --out OUT`, which must succeed."""
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--quick",
-                           "--only", "aggregation_throughput", "--out", str(tmp_path)],
+                           "--only", benchmark, "--out", str(out)],
                           capture_output=True, text=True, timeout=900, cwd=ROOT)  # a hang guard
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_quick_run_of_one_benchmark_writes_the_machine_and_records(tmp_path: Path) -> None:
+    quick_run(tmp_path, "aggregation_throughput")
     [found] = tmp_path.glob("*-quick.json")
     results = json.loads(found.read_text())
     assert results["quick"] is True
@@ -37,10 +42,7 @@ def test_quick_run_of_one_benchmark_writes_the_machine_and_records(tmp_path: Pat
 def test_a_merged_run_keeps_each_runs_commit(tmp_path: Path) -> None:
     """`--only` merges into the day's file: the runs kept from it keep the commit they were
     measured at, and the header no longer names one commit for all."""
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--quick",
-                           "--only", "psi", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=900, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    quick_run(tmp_path, "psi")
     [found] = tmp_path.glob("*-quick.json")
     first = json.loads(found.read_text())
     now = first["machine"]["git_commit"]
@@ -48,10 +50,7 @@ def test_a_merged_run_keeps_each_runs_commit(tmp_path: Path) -> None:
     del first["runs"][0]["commit"]  # a file written before runs recorded their commit,
     first["machine"]["git_commit"] = "0ld0000"  # measured at another commit
     found.write_text(json.dumps(first))
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--quick",
-                           "--only", "aggregation_throughput", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=900, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    quick_run(tmp_path, "aggregation_throughput")
     merged = json.loads(found.read_text())
     assert {r["benchmark"]: r["commit"] for r in merged["runs"]} == {
         "psi": "0ld0000", "aggregation_throughput": now}

@@ -3,7 +3,6 @@ own loader each run end to end, and federated image normalisation equals the poo
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from fedsilo.data.arrays import ArrayData, read_image_folder
 from fedsilo.data.loading import read_source, read_table
 from fedsilo.errors import ConfigError, DataError
 from fedsilo.simulation.run import run_simulation
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, example_module
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -32,19 +31,11 @@ HEART = EXAMPLES / "heart_disease"
 SITES = 3
 
 
-def _example_module(name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(name, DIGITS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def image_sites(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The digits example's image folders, written by its own script (3 sites)."""
     out = tmp_path_factory.mktemp("digits") / "data"
-    _example_module("prepare_data").write_sites(out, sites=SITES, alpha=0.3, seed=0)
+    example_module(DIGITS, "prepare_data").write_sites(out, sites=SITES, alpha=0.3, seed=0)
     return out
 
 

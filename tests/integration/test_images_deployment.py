@@ -4,7 +4,6 @@ equals its simulation; an institution whose policy does not allow the factory re
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import pytest
 from fedsilo.config.schema import load_config
 from fedsilo.simulation.run import run_simulation
 from fedsilo.transport.grpc.provision import Project, provision
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, example_module
 from tests.integration.helpers import FEDSILO, Proc, free_port, run_to_end
 
 pytestmark = pytest.mark.integration
@@ -24,12 +23,8 @@ FACTORY = "digits_cnn:cnn"
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    spec = importlib.util.spec_from_file_location("prepare_data", DIGITS / "prepare_data.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     out = tmp_path_factory.mktemp("digits") / "data"
-    module.write_sites(out)
+    example_module(DIGITS, "prepare_data").write_sites(out)
     return out
 
 

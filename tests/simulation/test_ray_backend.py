@@ -6,7 +6,6 @@ dropped); tasks on both nodes; without Ray, and what Ray cannot run, a config er
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 import shutil
 import signal
@@ -31,7 +30,7 @@ from fedsilo.session import SessionResult, run_session
 from fedsilo.simulation.institutions import load_tables
 from fedsilo.simulation.run import run_simulation
 from fedsilo.transport.inprocess import InProcessTransport
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, example_module
 
 ray = pytest.importorskip("ray", reason="the Ray backend needs ray: pip install 'fedsilo[ray]'")
 from fedsilo.simulation.ray_backend import RayTransport, Source  # noqa: E402
@@ -328,12 +327,7 @@ def test_every_example_runs_on_ray_as_in_process_or_is_refused_with_the_reason(
     cfg = load_config(path)
     given = cfg.model_dump(exclude_unset=True)  # as written: defaults stay defaults
     if path.parent.name == "digits_images":  # its images are made by its prepare_data.py
-        prepare = importlib.util.spec_from_file_location("prepare_data",
-                                                         path.parent / "prepare_data.py")
-        assert prepare is not None and prepare.loader is not None
-        module = importlib.util.module_from_spec(prepare)
-        prepare.loader.exec_module(module)
-        module.write_sites(tmp_path / "data")
+        example_module(path.parent, "prepare_data").write_sites(tmp_path / "data")
         for source in given["data"]["institutions"]:
             source["path"] = str(tmp_path / source["path"])
     short = {**given, "run": {**given.get("run", {}), "rounds": 1, "compare": False}}
